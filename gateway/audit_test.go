@@ -687,3 +687,38 @@ func TestAuditFieldsTerminalSafe(t *testing.T) {
 		})
 	}
 }
+
+// TestPinAuditTerminalSafe: the pin events name what the server lists,
+// a tool's name and the pointers of its changed members, escaped as the
+// request events' fields are (TestAuditFieldsTerminalSafe; the pointers
+// by the same auditText): a server
+// turned malicious, which pinning is there to catch, listed a tool named
+// with U+009B "2K" and erased the event that reports it from the
+// terminal of an operator following the audit log.
+func TestPinAuditTerminalSafe(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinApproved, newMemPins()
+	name := "read_\u009b1A\u009b2K\u202e"
+	h := newHarness(t, cfg, pinUpstream(func() string {
+		return `{"name":"` + name + `","inputSchema":{"type":"object"}}`
+	}))
+	readBody(t, h.do(t, call{body: toolCall("read_file"), token: mint(t, claims())}))
+	events := h.logs.FilterMessage("tool definition changed").All()
+	if len(events) != 1 {
+		t.Fatalf("pin events = %d, want 1", len(events))
+	}
+	buf, err := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()).EncodeEntry(events[0].Entry, events[0].Context)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := buf.String()
+	for _, r := range line {
+		if r != '\n' && (!unicode.IsGraphic(r) || unicode.Is(unicode.Cf, r)) {
+			t.Errorf("the pin event's line holds %U: %s", r, line)
+		}
+	}
+	ev := events[0].ContextMap()
+	if ev["tool"] != `read_\u009b1A\u009b2K\u202e` || ev["escaped"] != true {
+		t.Errorf("pin event = %v, want the tool escaped, escaped true", ev)
+	}
+}

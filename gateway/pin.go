@@ -355,7 +355,7 @@ func (s *pinSet) listChanged() {
 // bounded as in the audit events (a name past SEP-986's 128 characters
 // is only hidden from callers).
 func logTool(tool string) zap.Field {
-	tool, _ = auditBound(tool, maxAuditName)
+	tool, _, _ = auditText(tool, maxAuditName, false)
 	return zap.String("tool", tool)
 }
 
@@ -392,7 +392,7 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		if v.stored.len() >= s.max || v.bytes+int64(len(canon)) > s.maxBytes {
 			if s.full.CompareAndSwap(false, true) {
 				// Not a definition to review: counted as hidden below.
-				s.auditEvent("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", v.stored.len()), zap.Int64("bytes", v.bytes))
+				s.auditEvent("tool pins full: new tools are hidden until pins are forgotten", tool, false, false, zap.Int("pins", v.stored.len()), zap.Int64("bytes", v.bytes))
 			}
 			s.g.metrics.ToolPin("hidden")
 			if p != (Pin{}) && cur != hash {
@@ -403,7 +403,7 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 				// once per definition offered, by each instance (nothing
 				// is recorded to say another saw it), and not counted
 				// as changed, which the recording instance counts.
-				s.auditEvent("tool definition changed", tool, false,
+				s.auditEvent("tool definition changed", tool, false, false,
 					zap.String("pinned_hash", p.Pinned), zap.String("offered_hash", hash),
 					zap.Bool("recorded", false))
 				s.update(func(v *pinView) { v.current.set(tool, hash) })
@@ -431,8 +431,8 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		p = np
 		switch {
 		case changed && resembles != "" && p.Pinned == "":
-			pinnedTool, cut := auditBound(resembles, maxAuditName)
-			s.audit("tool name resembles a pinned tool's", tool, cut,
+			pinnedTool, cut, escaped := auditText(resembles, maxAuditName, false)
+			s.audit("tool name resembles a pinned tool's", tool, cut, escaped,
 				zap.String("pinned_tool", pinnedTool), zap.String("offered_hash", hash))
 		case changed && p.Pending == hash:
 			s.auditChange(tool, p.Pinned, hash, pinnedDef, canon)
@@ -502,13 +502,13 @@ func pinKey(name string) string {
 // A member's pointer is made of the server's keys, so each is bounded
 // as a URI is in the request events.
 func (s *pinSet) auditChange(tool, pinned, offered string, pinnedDef, offeredDef []byte) {
-	changes, cut := DefinitionChanges(pinnedDef, offeredDef), false
+	changes, cut, escaped := DefinitionChanges(pinnedDef, offeredDef), false, false
 	for i, c := range changes {
-		var cutOne bool
-		changes[i], cutOne = auditBound(c, maxAuditText)
-		cut = cut || cutOne
+		var cutOne, escOne bool
+		changes[i], cutOne, escOne = auditText(c, maxAuditText, false)
+		cut, escaped = cut || cutOne, escaped || escOne
 	}
-	s.audit("tool definition changed", tool, cut,
+	s.audit("tool definition changed", tool, cut, escaped,
 		zap.String("pinned_hash", pinned),
 		zap.String("offered_hash", offered),
 		zap.Strings("changes", changes),
@@ -519,19 +519,23 @@ func (s *pinSet) auditChange(tool, pinned, offered string, pinnedDef, offeredDef
 // operator's review: one other than the pinned one, a tool no one
 // approved yet in approved mode, a new name resembling a pinned tool's.
 // The tool's name is the server's, bounded as a caller's is in the
-// request events (auditBound); cut: a field of fields was cut so.
-func (s *pinSet) audit(msg, tool string, cut bool, fields ...zap.Field) {
+// request events (auditText); cut, escaped: a field of fields was cut,
+// or escaped, so.
+func (s *pinSet) audit(msg, tool string, cut, escaped bool, fields ...zap.Field) {
 	s.g.metrics.ToolPin("changed")
-	s.auditEvent(msg, tool, cut, fields...)
+	s.auditEvent(msg, tool, cut, escaped, fields...)
 }
 
 // auditEvent is audit without the count.
-func (s *pinSet) auditEvent(msg, tool string, cut bool, fields ...zap.Field) {
-	tool, toolCut := auditBound(tool, maxAuditName)
-	cut = cut || toolCut
+func (s *pinSet) auditEvent(msg, tool string, cut, escaped bool, fields ...zap.Field) {
+	tool, toolCut, toolEscaped := auditText(tool, maxAuditName, false)
+	cut, escaped = cut || toolCut, escaped || toolEscaped
 	fields = append([]zap.Field{zap.String("resource", s.resource), zap.String("tool", tool), zap.String("pin_mode", s.mode.String())}, fields...)
 	if cut {
 		fields = append(fields, zap.Bool("truncated", true))
+	}
+	if escaped {
+		fields = append(fields, zap.Bool("escaped", true))
 	}
 	s.g.audit.Warn(msg, fields...)
 }
