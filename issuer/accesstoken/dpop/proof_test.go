@@ -603,6 +603,9 @@ func TestNonce(t *testing.T) {
 	}{
 		{0, true}, {5*time.Minute - time.Nanosecond, true}, {5 * time.Minute, true},
 		{10*time.Minute - time.Nanosecond, true}, {10 * time.Minute, false},
+		// README: "and in the 5 s before it", in seconds, not through
+		// the constant that sets it.
+		{-5 * time.Second, true}, {-5*time.Second - time.Millisecond, false},
 	} {
 		now = start.Add(tc.at)
 		if err := try(n); (err == nil) != tc.want {
