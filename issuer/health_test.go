@@ -182,6 +182,63 @@ func TestHealthChecksShared(t *testing.T) {
 	}
 }
 
+// slowViews is a store whose reads, once slow is set, take delay to
+// answer (or fail when their context ends first): a database slow to
+// answer.
+type slowViews struct {
+	store.Store
+	slow  atomic.Bool
+	delay time.Duration
+}
+
+func (s *slowViews) View(ctx context.Context, fn func(store.Tx) error) error {
+	if s.slow.Load() {
+		select {
+		case <-time.After(s.delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.Store.View(ctx, fn)
+}
+
+// TestHealthStoreSlow: README (Health): "a database slower than 5 s to
+// answer takes every instance sharing it out of service (`store
+// unreachable`)". A store answering in 4 s is healthy; one that does not
+// answer is reported 503 store unreachable after 5 s, not sooner, and
+// not much later. In seconds, not through healthTimeout.
+func TestHealthStoreSlow(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		delay  time.Duration
+		status int
+		body   string
+	}{
+		{"4 s", 4 * time.Second, http.StatusOK, `{"status":"ok"}`},
+		{"hung", time.Hour, http.StatusServiceUnavailable, `{"status":"unavailable","reason":"store unreachable"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+			st := &slowViews{Store: memory.New(memory.Options{Now: clock.Now}), delay: c.delay}
+			e := newTokEnvStore(t, st, clock)
+			st.slow.Store(true)
+			start := time.Now()
+			resp, err := e.srv.Client().Get(e.iss.endpoint(pathHealth))
+			if err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(start)
+			if body := strings.TrimSpace(readBody(t, resp)); resp.StatusCode != c.status || body != c.body {
+				t.Errorf("GET healthz, the store answering in %v = %d %s, want %d %s", c.delay, resp.StatusCode, body, c.status, c.body)
+			}
+			if c.status == http.StatusServiceUnavailable && (took < 5*time.Second || took > 7*time.Second) {
+				t.Errorf("GET healthz, the store not answering, answered after %v, want 5 s", took)
+			}
+		})
+	}
+}
+
 // TestHealthChecksReadsNotWrites: the probe asks the store for a read, not
 // a write, so a database that answers reads and refuses writes (here set
 // read-only; a standby after a failover, a full disk, an absent
