@@ -605,12 +605,18 @@ func TestInFlightLeftByCrashForgotten(t *testing.T) {
 		if w := a.postFrom(remote, pathToken, right); w.Code != http.StatusOK {
 			t.Fatalf("right secret %d, %v after the crash = %d %s, want 200", k+1, time.Duration(k+1)*20*time.Second, w.Code, w.Body)
 		}
-	}
-	if w := a.postFrom(remote, pathToken, ccForm(url.Values{"client_id": {tPost}, "client_secret": {"wrong"}})); w.Code != http.StatusUnauthorized {
-		t.Fatalf("wrong secret = %d %s, want 401", w.Code, w.Body)
-	}
-	if w := a.postFrom(remote, pathToken, right); w.Code != http.StatusOK {
-		t.Errorf("right secret after one wrong one, 3 minutes after the crash = %d %s (after %d waits for room), want 200", w.Code, w.Body, waits)
+		if k != 5 {
+			continue
+		}
+		// README (Limits): "forgotten within two minutes". The crash
+		// came at a minute's start (the clock's), the latest a check
+		// left in it is forgotten: exactly two minutes later.
+		if w := a.postFrom(remote, pathToken, ccForm(url.Values{"client_id": {tPost}, "client_secret": {"wrong"}})); w.Code != http.StatusUnauthorized {
+			t.Fatalf("wrong secret = %d %s, want 401", w.Code, w.Body)
+		}
+		if w := a.postFrom(remote, pathToken, right); w.Code != http.StatusOK {
+			t.Errorf("right secret after one wrong one, 2 minutes after the crash = %d %s (after %d waits for room), want 200", w.Code, w.Body, waits)
+		}
 	}
 }
 
