@@ -448,6 +448,16 @@ func TestLimitsKeyIPv6CustomerPrefix(t *testing.T) {
 		if len(s) < limitFreeAccount || s[len(s)-1] < limitMaxSlow/4 {
 			t.Errorf("account slowdown over %d guesses from as many /56s: %v, want a growing wait", 3*limitFreeAccount, s)
 		}
+		// README: "up to 3 s each", in seconds, not through
+		// limitMaxSlow: the wait grows to 3 s and no further.
+		for _, d := range s {
+			if d > 3*time.Second {
+				t.Errorf("account slowdown over %d guesses from as many /56s: a wait of %v, want at most 3s", 3*limitFreeAccount, d)
+			}
+		}
+		if len(s) > 0 && s[len(s)-1] != 3*time.Second {
+			t.Errorf("account slowdown after %d guesses from as many /56s = %v, want 3s (the cap)", 3*limitFreeAccount, s[len(s)-1])
+		}
 	})
 	t.Run("writes", func(t *testing.T) {
 		e := newBrowserEnv(t, nil)
