@@ -552,6 +552,12 @@ func TestIntrospectionFanOut(t *testing.T) {
 	// addresses, each within its share.
 	cfg.ClientAddr = func(r *http.Request) string { return r.Header.Get("X-Test-Client") }
 	h := newHarness(t, cfg, nil)
+	// README: "at most 16 open at once: a request that finds none free
+	// within 3 s is refused", in numbers, not through the constants the
+	// checks below count with.
+	if maxIntrospectionsInFlight != 16 || h.g.introspections.slotWait != 3*time.Second {
+		t.Errorf("introspection calls open at once, wait for a free one = %d, %v; README says 16, 3s", maxIntrospectionsInFlight, h.g.introspections.slotWait)
+	}
 	var inFlight, maxInFlight atomic.Int32
 	// held answers with body once release is closed, counting the calls
 	// open meanwhile.
