@@ -533,6 +533,12 @@ func TestIntrospectionCache(t *testing.T) {
 		if n := len(g.inactive.entries); n > inactiveCacheSize {
 			t.Errorf("negative cache size = %d, want at most %d", n, inactiveCacheSize)
 		}
+		// README: "for at most 10,000 tokens", in numbers, not through
+		// inactiveCacheSize: full, it holds no more, and no fewer than
+		// the nine tenths a full cache is cut to.
+		if n := len(g.inactive.entries); n > 10_000 || n < 9_000 {
+			t.Errorf("negative cache size after %d inactive tokens = %d, want 9,000 to 10,000 (README: at most 10,000)", 3*inactiveCacheSize/2, n)
+		}
 	})
 }
 
