@@ -188,6 +188,7 @@ func TestAgentConsentAndRevoke(t *testing.T) {
 
 	consentDecision(t, ctx, "approve")
 	q := e.callback.wait(t)
+	settledAt(t, ctx, e.callback.srv.URL) // the apps page is opened next
 	if q.Get("state") != state || q.Get("code") == "" {
 		t.Fatalf("callback state %q, code present %v; want state %q and a code", q.Get("state"), q.Has("code"), state)
 	}

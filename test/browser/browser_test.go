@@ -652,6 +652,7 @@ func signedInToken(t *testing.T, e *env, ctx context.Context, scopes ...string) 
 	requireConsent(t, ctx, login(t, ctx, ar.URL, password))
 	consentDecision(t, ctx, "approve")
 	q := e.callback.wait(t)
+	settledAt(t, ctx, e.callback.srv.URL) // the caller navigates on
 	tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tok, err := ar.Exchange(tctx, &cfg, q.Get("code"))

@@ -300,6 +300,10 @@ func TestConsentCallbackRedirectsOn(t *testing.T) {
 			if q.Get(param) == "" {
 				t.Errorf("%s: the app got %v, want a %s", what, q.Encode(), param)
 			}
+			// The app saw the request before its page loaded; a
+			// navigation started now would abort that one and be
+			// aborted with it (net::ERR_ABORTED).
+			settledAt(t, bctx, app.URL+"/home")
 		case <-time.After(15 * time.Second):
 			screenshot(t, bctx, "not-at-app")
 			t.Fatalf("%s: the browser never reached the app the callback redirects to; page: %s", what, bodyText(t, bctx))
