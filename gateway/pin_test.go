@@ -443,6 +443,65 @@ func TestPinLookalikeName(t *testing.T) {
 	}
 }
 
+// TestPinLookalikePinnedBefore: a tool whose name is a pinned tool's but
+// for trailing dots, pinned on first use before pinKey read names as
+// Windows does (an upgrade from 5faccfa, or an instance of it during a
+// rolling upgrade), stays pinned, listed and callable: the lookalike
+// check is made when a new name is first recorded, and the store does
+// not say which of the two a server offered first. Forgotten (`tools
+// forget`), it is a new name again, held for approval.
+func TestPinLookalikePinnedBefore(t *testing.T) {
+	pins := newMemPins()
+	cfg := testConfig(t)
+	cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
+	cfg.PinTools, cfg.Pins = PinFirstUse, pins
+	defs := map[string]string{}
+	for _, name := range []string{"read_file", "read_file."} {
+		defs[name] = `{"name":` + quote(name) + `,"inputSchema":{"type":"object"}}`
+		canon, err := canonicalJSON([]byte(defs[name]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hash := definitionHash(canon)
+		pins.defs[hash] = canon
+		pins.pins[name] = Pin{Pinned: hash, Size: int64(len(canon))}
+	}
+	h := newHarness(t, cfg, pinUpstream(func() string { return defs["read_file"] + "," + defs["read_file."] }))
+	token := mint(t, claims())
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	if body := readBody(t, h.do(t, call{body: list, token: token})); !strings.Contains(body, `"read_file."`) || !strings.Contains(body, `"read_file"`) {
+		t.Fatalf("tools/list with read_file. pinned before = %s, want both listed", body)
+	}
+	before := len(h.up.requests())
+	if resp := h.do(t, call{body: toolCall("read_file."), token: token}); resp.StatusCode != http.StatusOK || len(h.up.requests()) != before+1 {
+		t.Fatalf("call of read_file. pinned before = %d, want 200, forwarded", resp.StatusCode)
+	}
+	if events := h.logs.FilterMessage("tool name resembles a pinned tool's").All(); len(events) != 0 {
+		t.Fatalf("audit events = %v, want none for a tool pinned before", events)
+	}
+
+	// tools forget read_file.: the store drops its record, and the next
+	// listing finds it a new name that resembles read_file's.
+	pins.mu.Lock()
+	delete(pins.pins, "read_file.")
+	pins.mu.Unlock()
+	h.g.ReloadPins(t.Context())
+	if body := readBody(t, h.do(t, call{body: list, token: token})); strings.Contains(body, `"read_file."`) || !strings.Contains(body, `"read_file"`) {
+		t.Fatalf("tools/list after read_file. was forgotten = %s, want it hidden, read_file listed", body)
+	}
+	pins.mu.Lock()
+	p := pins.pins["read_file."]
+	pins.mu.Unlock()
+	if p.Pinned != "" || p.Pending == "" {
+		t.Fatalf("pin of read_file. after it was forgotten = %+v, want its definition pending review", p)
+	}
+	before = len(h.up.requests())
+	resp := h.do(t, call{body: toolCall("read_file."), token: token})
+	if body := readBody(t, resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "not approved") || len(h.up.requests()) != before {
+		t.Fatalf("call of read_file. after it was forgotten = %d %s; want 403 not approved, nothing forwarded", resp.StatusCode, body)
+	}
+}
+
 // TestPinUnsolicitedToolsList: a tools/list answer on an event stream
 // that is not the answer to the caller's tools/list (the stream of a
 // tools/call, with another request's id, or a GET stream) is filtered

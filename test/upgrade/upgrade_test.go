@@ -455,6 +455,9 @@ type deployment struct {
 	legacy bool
 	// public: started without cimd_allow_private.
 	public bool
+	// srv is the MCP server behind the gateway, to which before adds
+	// echo's lookalike.
+	srv *mcp.Server
 }
 
 // lists is members, the empty restriction lists, for the legacy release,
@@ -505,7 +508,7 @@ func deploy(t *testing.T, old string, legacy bool, storage func(home string) str
 	t.Cleanup(long.Close)
 	d := &deployment{ctx: ctx, legacy: legacy, env: harness.NewEnv(t, old), port: harness.FreePort(t), admin: harness.FreePort(t),
 		storage: storage, hash: harness.HashPassword(t, password), upstream: up.Listener.Addr().String(), docs: docs.URL,
-		longDoc: long.URL + "/long.json"}
+		longDoc: long.URL + "/long.json", srv: srv}
 	// Both releases trust the https document server's certificate.
 	ca := filepath.Join(d.env.Home, "docs.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: long.Certificate().Raw}), 0o644); err != nil {
@@ -549,7 +552,7 @@ http://127.0.0.1:%d {
 	mcp_gateway {
 		resource %s
 		scope notes:read
-		tool echo notes:read
+		tool echo* notes:read
 	}
 	reverse_proxy %s
 }
@@ -672,6 +675,16 @@ func (d *deployment) before(t *testing.T) {
 	if code, body := list(t, ctx, d.resource, d.tok.AccessToken); code != http.StatusOK || !strings.Contains(body, `"echo"`) {
 		t.Fatalf("previous release: tools/list = %d %s", code, body)
 	}
+	// A tool named as echo but for a trailing dot, which the previous
+	// release pins on first use and this one takes for echo's lookalike
+	// (README, Upgrading).
+	mcp.AddTool(d.srv, &mcp.Tool{Name: lookalike, Description: "Echoes its input, under another name."},
+		func(_ context.Context, _ *mcp.CallToolRequest, in mcpdemo.EchoIn) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
+		})
+	if code, body := list(t, ctx, d.resource, d.tok.AccessToken); code != http.StatusOK || !strings.Contains(body, `"`+lookalike+`"`) {
+		t.Fatalf("previous release: tools/list with %s = %d %s, want it pinned on first use", lookalike, code, body)
+	}
 	adminDo(t, ctx, "GET", adminURL+"/tools?resource="+url.QueryEscape(d.resource), "", http.StatusOK, &d.pins)
 	if len(d.pins) == 0 {
 		t.Fatal("previous release: no tool pinned")
@@ -781,6 +794,7 @@ func (d *deployment) after(t *testing.T) {
 	if code, body := list(t, ctx, d.resource, d.tok.AccessToken); code != http.StatusOK || !strings.Contains(body, `"echo"`) {
 		t.Errorf("after the upgrade: tools/list = %d %s", code, body)
 	}
+	d.lookalikePinnedBefore(t)
 	if r := refresh(t, ctx, d.issuer, "app", d.revokedRT, d.resource); r.Status != http.StatusBadRequest || r.Error != "invalid_grant" {
 		t.Errorf("after the upgrade: refresh of a revoked grant = %+v, want 400 invalid_grant", r)
 	}
@@ -810,6 +824,42 @@ func (d *deployment) after(t *testing.T) {
 				t.Errorf("after the upgrade: %s shows %s = %v; the previous release stored [] as no list", u, list, v)
 			}
 		}
+	}
+}
+
+// lookalike is a tool name this release takes for echo's lookalike (a
+// segment's trailing dots, which Windows drops) and the previous release
+// pinned on first use. The gateway's rule echo* decides both names, as
+// Windows reads the lookalike too.
+const lookalike = "echo."
+
+// lookalikePinnedBefore: echo's lookalike, which the previous release
+// pinned on first use, stays pinned, listed and called after the
+// upgrade; forgotten (README, Upgrading), its next listing holds it for
+// approval and its calls are refused.
+func (d *deployment) lookalikePinnedBefore(t *testing.T) {
+	t.Helper()
+	ctx := d.ctx
+	if code, body := list(t, ctx, d.resource, d.tok.AccessToken); code != http.StatusOK || !strings.Contains(body, `"`+lookalike+`"`) {
+		t.Errorf("after the upgrade: tools/list = %d %s, want %s, pinned by the previous release, listed", code, body, lookalike)
+	}
+	resp, _, err := harness.RawToolCall(ctx, http.DefaultClient, d.resource, d.tok.AccessToken, lookalike, `{"text":"x"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("after the upgrade: call of %s, pinned by the previous release = %d, want 200", lookalike, resp.StatusCode)
+	}
+	adminDo(t, ctx, "POST", d.adminURL()+"/tools/forget", `{"resource":"`+d.resource+`","tool":"`+lookalike+`"}`, http.StatusOK, nil)
+	if code, body := list(t, ctx, d.resource, d.tok.AccessToken); code != http.StatusOK || strings.Contains(body, `"`+lookalike+`"`) || !strings.Contains(body, `"echo"`) {
+		t.Errorf("after forgetting %s: tools/list = %d %s, want it hidden, echo listed", lookalike, code, body)
+	}
+	resp, body, err := harness.RawToolCall(ctx, http.DefaultClient, d.resource, d.tok.AccessToken, lookalike, `{"text":"x"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "not approved") {
+		t.Errorf("after forgetting %s: its call = %d %.200s, want 403 not approved", lookalike, resp.StatusCode, body)
 	}
 }
 
