@@ -76,7 +76,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // In flight across the switch: a code the previous release issued is
 // redeemed by this one; beside it on PostgreSQL, a token this release
 // exchanges with the agent's token as actor_token ends when the agent
-// revokes that token at the previous release. Back on the bbolt file
+// revokes that token at the previous release, and a client metadata
+// document's private_key_jwt client made public keeps only the grants
+// this release last rotated bound to its key. Back on the bbolt file
 // (a downgrade after a failed upgrade), the previous release redeems a
 // code this one issued (with its password tag and connection stamp),
 // refreshes its refresh token and takes its session. On the way, each
@@ -169,6 +171,10 @@ func testUpgradeFrom(t *testing.T, rev string) {
 			revokeActorAtOld(t, d, atNew, userAT)
 			revokeDelegationActorAtOld(t, d, atNew)
 		}
+		// A client metadata document's private_key_jwt client whose
+		// document then says none: which of its grants this release
+		// refuses a refresh without the key (README, Upgrading).
+		documentMadePublic(t, d, atNew)
 		for _, gw := range []string{d.issuer, atNew} {
 			if code := call(t, d.ctx, gw+"/mcp", d.cc); code != http.StatusOK {
 				t.Errorf("the previous release's client credentials token at %s = %d, want 200", gw, code)
@@ -415,6 +421,110 @@ func revokeDelegationActorAtOld(t *testing.T, d *deployment, atNew string) {
 	for _, at := range []string{atNew, d.issuer} {
 		if r := refresh(t, ctx, at, "app", tok.RefreshToken, d.resource); r.Status != http.StatusBadRequest || r.Error != "invalid_grant" {
 			t.Errorf("refresh at %s of a delegation whose actor token the previous release revoked = %d %s, want 400 invalid_grant", at, r.Status, r.Error)
+		}
+	}
+}
+
+// documentMadePublic: a client metadata document client authenticating
+// with private_key_jwt gets refresh tokens at both instances of a
+// rolling upgrade; its document then says token_endpoint_auth_method
+// none. This release refuses a refresh without the key (and ends the
+// grant) of a grant whose refresh token it last rotated with the key;
+// it refreshes, as README says, a grant the previous release made and
+// this one never rotated, and one whose refresh token the previous
+// release rotated last, which rewrote the grant without the record.
+func documentMadePublic(t *testing.T, d *deployment, atNew string) {
+	t.Helper()
+	ctx := d.ctx
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+	jwk := map[string]string{"kty": "EC", "crv": "P-256", "kid": "k1",
+		"x": b64(key.X.FillBytes(make([]byte, 32))), "y": b64(key.Y.FillBytes(make([]byte, 32)))}
+	var public atomic.Bool
+	docs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		doc := map[string]any{"client_id": "http://" + r.Host + r.URL.Path, "client_name": "Keyed CIMD", "redirect_uris": []string{redirectURI},
+			"grant_types": []string{"authorization_code", "refresh_token"}, "token_endpoint_auth_method": "private_key_jwt",
+			"jwks": map[string]any{"keys": []any{jwk}}}
+		if public.Load() {
+			doc["token_endpoint_auth_method"] = "none"
+			delete(doc, "jwks")
+		}
+		// Read again at each use: the switch applies at once.
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(doc)
+	}))
+	t.Cleanup(docs.Close)
+	id := docs.URL + "/keyed.json"
+	authn := func(keyed bool) url.Values {
+		if !keyed {
+			return url.Values{"client_id": {id}}
+		}
+		now := time.Now()
+		assertion, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+			"iss": id, "sub": id, "aud": d.issuer, "jti": rand.Text(), "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
+		}).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return url.Values{"client_id": {id}, "client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion}}
+	}
+	token := func(origin string, keyed bool, form url.Values) harness.TokenResponse {
+		t.Helper()
+		f := authn(keyed)
+		for k, v := range form {
+			f[k] = v
+		}
+		var tr harness.TokenResponse
+		status, err := harness.PostForm(ctx, http.DefaultClient, origin+"/token", f, &tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Status = status
+		return tr
+	}
+	// redeem: a code for the client, redeemed at origin with the key.
+	redeem := func(origin string) string {
+		t.Helper()
+		cfg := d.md.Config(id, redirectURI, "notes:read", "offline_access")
+		ar := harness.NewAuthRequest(cfg, d.resource)
+		q, err := d.robot.Authorize(ctx, ar.URL)
+		if err != nil || q.Get("code") == "" {
+			t.Fatalf("authorize %s = %v, %v", id, q, err)
+		}
+		tr := token(origin, true, url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")},
+			"redirect_uri": {redirectURI}, "code_verifier": {ar.Verifier}, "resource": {d.resource}})
+		if tr.Status != http.StatusOK || tr.RefreshToken == "" {
+			t.Fatalf("code of %s redeemed at %s = %d %s %s, want a refresh token", id, origin, tr.Status, tr.Error, tr.ErrorDescription)
+		}
+		return tr.RefreshToken
+	}
+	rotate := func(origin, rt string) string {
+		t.Helper()
+		tr := token(origin, true, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}})
+		if tr.Status != http.StatusOK || tr.RefreshToken == "" {
+			t.Fatalf("refresh with the key at %s = %d %s %s", origin, tr.Status, tr.Error, tr.ErrorDescription)
+		}
+		return tr.RefreshToken
+	}
+	rotatedHere := rotate(atNew, redeem(d.issuer))
+	madeBefore := redeem(d.issuer)
+	rotatedBefore := rotate(d.issuer, redeem(atNew))
+	public.Store(true)
+	for _, c := range []struct {
+		name, rt string
+		want     int
+	}{
+		{"a grant the previous release made, whose refresh token this release rotated with the key", rotatedHere, http.StatusBadRequest},
+		{"a grant the previous release made, never refreshed here", madeBefore, http.StatusOK},
+		{"a grant this release made, whose refresh token the previous release rotated last", rotatedBefore, http.StatusOK},
+	} {
+		if tr := token(atNew, false, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {c.rt}}); tr.Status != c.want ||
+			c.want == http.StatusBadRequest && tr.Error != "invalid_grant" {
+			t.Errorf("%s: refresh without the key at this release once the document says none = %d %s, want %d", c.name, tr.Status, tr.Error, c.want)
 		}
 	}
 }
