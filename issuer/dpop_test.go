@@ -229,6 +229,40 @@ func TestDPoPRefreshBindsFamily(t *testing.T) {
 	wantBound(t, "confidential client's next refresh with another key", refresh(tConf, conf, r.str("refresh_token"), mallory), mallory)
 }
 
+// TestRevokeTokenFromBeforeBinding: the refresh token a public client's
+// family was bound to a DPoP key with (its first refresh with a proof)
+// ends the family at /revoke without the key, as its reuse at the token
+// endpoint does (TestDPoPRefreshBindsFamily). Whoever took it from a
+// client that uses no DPoP and refreshed it first with a key of their
+// own must not keep the family past the client's revocation, which
+// answers 200 either way and which the client never follows with the
+// token's reuse. The tokens issued under the binding still need the key
+// there (TestDPoPBoundFamilyEndsOnlyWithKey).
+func TestRevokeTokenFromBeforeBinding(t *testing.T) {
+	e := newTokEnv(t)
+	mallory := newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	code, verifier := e.issueCode(t, codeSpec{client: tPublic, scopes: []string{"read", "offline_access"}})
+	f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+	a := e.postDPoP(t, pathToken, f, "", "")
+	wantBound(t, "the client's code, without a proof", a, nil)
+	stolen := a.str("refresh_token")
+	refresh := func(rt string) answer {
+		f := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}, "client_id": {tPublic}}
+		return e.postDPoP(t, pathToken, f, "", mallory.proof(t, e, tokenURL, nil))
+	}
+	m := refresh(stolen)
+	wantBound(t, "the thief's refresh with a key of their own", m, mallory)
+
+	if r := e.postDPoP(t, pathRevoke, url.Values{"token": {stolen}, "client_id": {tPublic}}, "", ""); r.status != http.StatusOK {
+		t.Fatalf("the client's /revoke of its refresh token = %d %s, want 200", r.status, r.raw)
+	}
+	wantRefused(t, "the thief's refresh after the client's revocation", refresh(m.str("refresh_token")), "invalid_grant")
+	if !e.revokedToken(t, m.str("access_token")) {
+		t.Error("the thief's access token outlived the client's revocation")
+	}
+}
+
 // TestDPoPBoundFamilyEndsOnlyWithKey: a public client's family bound to a
 // DPoP key is ended only by a request proving the key (RFC 9449 section
 // 5). A rotated token of the bound family presented without the key, or

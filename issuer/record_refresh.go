@@ -210,12 +210,14 @@ func (r refreshRecords) endWith(g *grant) error {
 	return r.t.put(g.Refresh, rec, g.ExpiresAt)
 }
 
-// familyKey is the DPoP key that clientID's refresh token tok's family is
-// bound to: "" for an unbound family, an unknown token or another
-// client's.
+// familyKey is the DPoP key that clientID's refresh token tok needs to
+// end its family: the key the family is bound to, for a token issued
+// under the binding; "" for an unbound family, the token the binding
+// rotated (PreBinding, whose reuse ends the family whoever presents it),
+// an unknown token or another client's.
 func (r refreshRecords) familyKey(tok, clientID string) (string, error) {
 	rec, g, err := r.family(tok)
-	if err != nil || rec.ClientID != clientID {
+	if err != nil || rec.ClientID != clientID || !rec.DPoPBound {
 		return "", ignoreNotFound(err)
 	}
 	return g.DPoPJKT, nil
@@ -223,11 +225,11 @@ func (r refreshRecords) familyKey(tok, clientID string) (string, error) {
 
 // revokeFamily revokes the grant of clientID's refresh token tok, given
 // the DPoP key of the request (jkt, "" for none); an unknown token,
-// another client's, or one of a family bound to another key is left
-// alone.
+// another client's, or one issued under a binding to another key
+// (keyless) is left alone.
 func (r refreshRecords) revokeFamily(tok, clientID, jkt string, until time.Time) error {
 	rec, g, err := r.family(tok)
-	if err != nil || rec.ClientID != clientID || g.DPoPJKT != "" && g.DPoPJKT != jkt {
+	if err != nil || rec.ClientID != clientID || rec.keyless(g, jkt) {
 		return ignoreNotFound(err)
 	}
 	return grantsIn(r.t.tx).revoke(rec.GrantID, until)

@@ -45,15 +45,20 @@ func (i *Issuer) revokedInStore(ctx context.Context, kid, jti, grantID string) (
 // endpoint reveals nothing.
 //
 // A public client has no credentials: what proves it is the DPoP key its
-// tokens are bound to. A token bound to a key (a refresh token of a bound
-// family, a cnf-bound access token) is revoked for a public client only
-// with a DPoP proof of that key for this endpoint (RFC 9449 section 4),
-// else the answer is 200 and nothing is revoked: such a request is
-// treated as one with an invalid token (RFC 7009 section 2.2), so
+// tokens are bound to. A token bound to a key (a refresh token issued
+// under its family's binding, a cnf-bound access token) is revoked for a
+// public client only with a DPoP proof of that key for this endpoint
+// (RFC 9449 section 4), else the answer is 200 and nothing is revoked:
+// such a request is treated as one with an invalid token (RFC 7009
+// section 2.2), so
 // whoever holds a token that is useless to them without the key can
 // neither end the user's grant with it nor learn from the answer whether
-// it is live. A proof that is sent is checked, and refused as at the
-// token endpoint (invalid_dpop_proof, use_dpop_nonce).
+// it is live. The refresh token whose refresh bound an unbound family
+// was issued before the binding: it ends the family without the key, as
+// its reuse at the token endpoint does, so that a client that uses no
+// DPoP still ends a family a thief bound to a key of their own. A proof
+// that is sent is checked, and refused as at the token endpoint
+// (invalid_dpop_proof, use_dpop_nonce).
 func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	req, ok := i.authenticatedPost(w, r)
 	if !ok {
