@@ -425,7 +425,7 @@ func validateCIMD(clientID string, m *clientMetadata, idAlgs []string) (*Client,
 	if err != nil {
 		return nil, cimdError("private_key_jwt requires exactly one of jwks and jwks_uri (https)")
 	}
-	if method == "none" && (len(m.JWKS) > 0 || m.JWKSURI != "") {
+	if method == "none" && (m.hasJWKS() || m.JWKSURI != "") {
 		return nil, cimdError("jwks and jwks_uri are only for private_key_jwt")
 	}
 	grants := m.GrantTypes

@@ -92,6 +92,13 @@ type clientMetadata struct {
 	AuthSigningAlg          string          `json:"token_endpoint_auth_signing_alg"`
 }
 
+// hasJWKS reports whether m has a jwks member other than null: a null
+// member is one left out, as encoding/json reads null for jwks_uri and
+// the other members (clients whose serializers write every member,
+// Jackson's by default, send "jwks":null for none), and as
+// validateClientKeys reads it for private_key_jwt.
+func (m *clientMetadata) hasJWKS() bool { return len(m.JWKS) > 0 && string(m.JWKS) != "null" }
+
 // strictBool is a boolean member that must be true or false: for null,
 // encoding/json would leave a bool false without an error.
 type strictBool bool
@@ -421,7 +428,7 @@ func validateRegistration(m *clientMetadata, idAlgs []string) (*Client, error) {
 	}
 	switch method {
 	case "none", "client_secret_basic", "client_secret_post":
-		if len(m.JWKS) > 0 || m.JWKSURI != "" {
+		if m.hasJWKS() || m.JWKSURI != "" {
 			return nil, ErrInvalidClientMetadata.WithDescription("jwks and jwks_uri are only for private_key_jwt")
 		}
 	case "private_key_jwt":

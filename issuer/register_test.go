@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -317,6 +318,50 @@ func TestRegisterClientNameMarks(t *testing.T) {
 			if resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata" ||
 				!strings.Contains(fmt.Sprint(out["error_description"]), "combining marks") {
 				t.Errorf("register %q = %d %v, want 400 invalid_client_metadata naming the combining marks", tt.clientName, resp.StatusCode, out)
+			}
+		})
+	}
+}
+
+// TestClientMetadataNullKeySet: "jwks": null in a registration or a
+// client metadata document is the member left out, as null is for
+// jwks_uri and every other member (clients whose serializers write each
+// member, Jackson's by default, send it for a public client): the client
+// registers, with no keys. A key set on a client that authenticates
+// otherwise is still refused, in both.
+func TestClientMetadataNullKeySet(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	for _, tt := range []struct {
+		name, members string
+		ok            bool
+	}{
+		{"jwks null", `"jwks":null`, true},
+		{"jwks and jwks_uri null", `"jwks":null,"jwks_uri":null`, true},
+		{"a key set", `"jwks":{"keys":[{` + testECKey + `}]}`, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, out := e.register(t, `{"client_name":"J","redirect_uris":["http://127.0.0.1:3000/cb"],"token_endpoint_auth_method":"none",`+tt.members+`}`)
+			switch {
+			case tt.ok && resp.StatusCode != http.StatusCreated:
+				t.Errorf("registration = %d %v, want 201", resp.StatusCode, out)
+			case tt.ok:
+				id, _ := out["client_id"].(string)
+				c, err := e.iss.dir.lookupClient(t.Context(), id)
+				if err != nil || len(c.JWKS) != 0 || c.JWKSURI != "" || out["jwks"] != nil {
+					t.Errorf("registered client = %+v, %v (answer %v), want one without keys", c, err, out)
+				}
+			case resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata":
+				t.Errorf("registration = %d %v, want 400 invalid_client_metadata", resp.StatusCode, out)
+			}
+
+			path := "/" + strings.ReplaceAll(tt.name, " ", "-") + ".json"
+			id := host.doc(path, "", func(id string) string { return strings.TrimSuffix(validDoc(id), "}") + "," + tt.members + "}" })
+			c, err := e.iss.cimd.fetch(t.Context(), id)
+			switch {
+			case tt.ok && (err != nil || len(c.JWKS) != 0 || c.JWKSURI != ""):
+				t.Errorf("document client = %+v, %v; want one without keys", c, err)
+			case !tt.ok && !errors.Is(err, ErrInvalidClient):
+				t.Errorf("document client = %+v, %v; want invalid_client", c, err)
 			}
 		})
 	}
