@@ -31,7 +31,8 @@ const maxClockOffset = accesstoken.Leeway
 // the store answers a read, this instance's clock agrees with the store
 // server's (a store shared by several instances), a signing key is
 // loaded and the revocation set has caught up with the store within
-// Config.RevocationMaxStale (past it the gateways of this process refuse
+// Config.RevocationMaxStale, and the keys were read within it past their
+// re-read interval (past either the gateways of this process refuse
 // every token), otherwise 503 with a short reason and Retry-After; the
 // details go to the log, not to the caller.
 func (i *Issuer) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -117,6 +118,12 @@ func (i *Issuer) checkHealth(ctx context.Context) (healthView, int) {
 		// closed) while the store answers other reads.
 		i.log.Error("health check: revocations", zap.Duration("max_stale", i.cfg.RevocationMaxStale), zap.Error(ErrRevocationsStale))
 		v, status = healthView{Status: "unavailable", Reason: "revocations stale"}, http.StatusServiceUnavailable
+	} else if i.keysStale(i.now()) {
+		// So do they while the access-token keys cannot be read (a
+		// record this build cannot parse), the revocations current.
+		i.log.Error("health check: signing keys not read from the store lately; gateways fail closed",
+			zap.Duration("age", i.keys.age()), zap.Duration("max_stale", i.cfg.RevocationMaxStale), zap.Error(i.keys.lastErr()))
+		v, status = healthView{Status: "unavailable", Reason: "signing keys stale"}, http.StatusServiceUnavailable
 	}
 	return v, status
 }

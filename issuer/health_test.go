@@ -320,3 +320,46 @@ func TestHealthRevocationsStale(t *testing.T) {
 		t.Errorf("GET healthz after catching up = %d %s, want 200", status, body)
 	}
 }
+
+// TestHealthKeysUnread: an instance whose reads of the signing keys fail
+// while the store answers its other reads (here a key record a later
+// release wrote, in an algorithm this build cannot parse) has its
+// gateways refuse every token with 503 once the keys were last read
+// revocation_max_stale and 5 s ago (TestGatewayFailsClosedWhileKeysUnread),
+// and its /jwks answers 503 too; its probe answered 200 meanwhile, the
+// revocation catch-ups succeeding, so an orchestrator kept sending it
+// requests it refused. It now answers 503 "signing keys stale", and 200
+// again once a read of the keys succeeds.
+func TestHealthKeysUnread(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.RevocationMaxStale = DefaultRevocationMaxStale })
+	get := func() (int, string) {
+		t.Helper()
+		resp, err := e.srv.Client().Get(e.iss.endpoint(pathHealth))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, strings.TrimSpace(readBody(t, resp))
+	}
+	storeUnreadableKey(t, e)
+	e.clock.Advance(keyReload + DefaultRevocationMaxStale + time.Second)
+	if err := e.iss.keys.load(t.Context()); err == nil {
+		t.Fatal("the key set was read with a record this build cannot parse: the test's premise is gone")
+	}
+	if err := e.iss.SyncRevocations(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.iss.Revoked(t.Context(), "jti", "gid"); err != ErrRevocationsStale {
+		t.Fatalf("Revoked with the keys last read %s ago = %v, want ErrRevocationsStale", keyReload+DefaultRevocationMaxStale+time.Second, err)
+	}
+	if status, body := get(); status != http.StatusServiceUnavailable || body != `{"status":"unavailable","reason":"signing keys stale"}` {
+		t.Errorf("GET healthz with the keys last read %s ago, the revocations current = %d %s, want 503 signing keys stale",
+			keyReload+DefaultRevocationMaxStale+time.Second, status, body)
+	}
+	if err := e.store.Update(t.Context(), func(tx store.Tx) error { return keysIn(tx).t.delete("key-of-a-later-release") }); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(keyMinReload) // the next read is tried
+	if status, body := get(); status != http.StatusOK {
+		t.Errorf("GET healthz once the keys are read again = %d %s, want 200", status, body)
+	}
+}

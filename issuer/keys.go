@@ -905,6 +905,14 @@ func (k *keyRing) readWithin(ctx context.Context, d time.Duration) error {
 	return fmt.Errorf("signing keys last read from the store %s ago (%v): %w", age.Round(time.Second), err, store.ErrUnavailable)
 }
 
+// lastErr is the error of the last read of the key set, nil once one
+// succeeded.
+func (k *keyRing) lastErr() error {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.loadErr
+}
+
 // age is how long ago the key set was read from the store.
 func (k *keyRing) age() time.Duration { return k.ageAt(k.now()) }
 

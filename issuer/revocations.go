@@ -60,10 +60,17 @@ var ErrRevocationsStale = errors.New("revocations unknown: the authorization ser
 // has a gid.
 func (i *Issuer) Revoked(_ context.Context, jti, grantID string) (bool, error) {
 	now := i.now()
-	if i.keys.ageAt(now)-keyReload > i.cfg.RevocationMaxStale {
+	if i.keysStale(now) {
 		return true, ErrRevocationsStale
 	}
 	return i.revs.revoked(jti, grantID, now)
+}
+
+// keysStale reports whether the access-token keys were last read from
+// the store longer ago at now than RevocationMaxStale past their re-read
+// interval (keyReload): Revoked then fails closed, and /healthz says so.
+func (i *Issuer) keysStale(now time.Time) bool {
+	return i.keys.ageAt(now)-keyReload > i.cfg.RevocationMaxStale
 }
 
 // SyncRevocations brings the revocation set up to date with the store now
