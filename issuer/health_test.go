@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -10,6 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
@@ -361,5 +365,49 @@ func TestHealthKeysUnread(t *testing.T) {
 	e.clock.Advance(keyMinReload) // the next read is tried
 	if status, body := get(); status != http.StatusOK {
 		t.Errorf("GET healthz once the keys are read again = %d %s, want 200", status, body)
+	}
+}
+
+// TestHealthKeysUnreadLogsCause: the probe's log line for signing keys
+// not read lately names why the reads fail. A key record this build
+// cannot parse failed every read without being recorded as the read's
+// error (only a failed query was), so the line and the JWKS's 503 named
+// none ("a read is under way"), and the lookups that share a failed
+// read within keyMinReload (due) were told of no error: a kid the copy
+// lacks was "not found", which a gateway answers 401 invalid_token
+// rather than 503, and its client throws the token away.
+func TestHealthKeysUnreadLogsCause(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	e := newTokEnv(t, func(c *Config) { c.RevocationMaxStale, c.Logger = DefaultRevocationMaxStale, zap.New(core) })
+	storeUnreadableKey(t, e)
+	e.clock.Advance(keyReload + DefaultRevocationMaxStale + time.Second)
+	if err := e.iss.SyncRevocations(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.srv.Client().Get(e.iss.endpoint(pathHealth))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := strings.TrimSpace(readBody(t, resp)); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("GET healthz with the keys unread = %d %s, want 503", resp.StatusCode, body)
+	}
+	lines := logs.FilterMessageSnippet("health check: signing keys").All()
+	if len(lines) == 0 {
+		t.Fatal("no health check line for the signing keys")
+	}
+	if cause, _ := lines[0].ContextMap()["error"].(string); !strings.Contains(cause, "key-of-a-later-release") {
+		t.Errorf("health check line %v: error = %q, want the read's error naming the record it cannot parse", lines[0].ContextMap(), cause)
+	}
+	if err := e.iss.keys.readWithin(t.Context(), time.Second); err == nil || !strings.Contains(err.Error(), "key-of-a-later-release") {
+		t.Errorf("readWithin with the keys unread = %v, want the read's error naming the record", err)
+	}
+	// A kid the copy lacks, looked up again within keyMinReload of the
+	// failed read: the key may be published (another instance's new
+	// one), so not "not found", which a gateway answers 401 and the
+	// client takes to throw the token away.
+	for n := range 2 {
+		if _, err := e.iss.PublicKey(t.Context(), "another-instances-new-key"); err == nil || errors.Is(err, store.ErrNotFound) {
+			t.Errorf("PublicKey of a kid not in the copy, the keys unread (lookup %d) = %v, want the read's error", n+1, err)
+		}
 	}
 }

@@ -407,6 +407,13 @@ func (k *keyRing) loadVia(ctx context.Context, view func(context.Context, func(s
 		pk := old[rec.KID]
 		if pk == nil || pk.alg != rec.Alg {
 			if pk, err = parseSigningKey(rec); err != nil {
+				// The read's error as a failed query's is: the
+				// callers that share it (due) and the probe's log
+				// are told why the keys are not read.
+				err = fmt.Errorf("load signing keys: %w", err)
+				k.mu.Lock()
+				k.loadErr = err
+				k.mu.Unlock()
 				return err
 			}
 		} else {
