@@ -351,9 +351,10 @@ func (c *argCheck) decodedRefusal(pr *principal, args []byte) string {
 	switch {
 	case c.ptr.Len() == 0 || args == nil:
 		return ""
-	case c.predicate == argMaxLength, c.predicate == argPresent, c.predicate == argAbsent:
-		// Decoding changes neither presence nor makes a string longer:
-		// the second reading could only refuse what the first allowed.
+	case c.predicate == argPresent, c.predicate == argAbsent:
+		// Decoding changes no presence. max_length is checked: decoding
+		// makes no string longer, but "null" and "{}" decode to what is
+		// no string, which max_length refuses as null and {} are.
 		return ""
 	}
 	first, rest := c.ptr.Cut(1)

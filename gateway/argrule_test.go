@@ -32,6 +32,7 @@ func argConfig(t testing.TB) Config {
 		{Pattern: "prefix", Args: []ArgRule{a("/path", "prefix", "/home/{token.sub}/")}},
 		{Pattern: "regex", Args: []ArgRule{a("/to", "regex", `[a-z0-9._%+-]+@example\.com`)}},
 		{Pattern: "max_length", Args: []ArgRule{a("/s", "max_length", "3")}},
+		{Pattern: "max_length_200", Args: []ArgRule{a("/s", "max_length", "200")}},
 		{Pattern: "min", Args: []ArgRule{a("/n", "min", "-1")}},
 		{Pattern: "max", Args: []ArgRule{a("/n", "max", "9007199254740992")}},
 		{Pattern: "present", Args: []ArgRule{a("/x", "present")}},
@@ -238,9 +239,27 @@ func TestArgRules(t *testing.T) {
 			{`{"s":"` + strings.Repeat("a", 100000) + `"}`, refuse},
 			{`{"s":3}`, refuse},
 			{`{"s":["ab","abc"]}`, pass},
-			{`{"s":"[1]"}`, pass}, // JSON text: decoding it makes nothing longer
-			{`{"s":"{}"}`, pass},
+			{`{"s":"[1]"}`, refuse}, // JSON text: decoded, an array of a number, which max_length refuses as [1]
+			{`{"s":"{}"}`, refuse},  // decoded, an object, refused as {} is
+			{`{"s":"nul"}`, pass},   // no JSON text: a string
 			{`{"s":["ab","abcd"]}`, refuse},
+		},
+		// A string of JSON text holds max_length as a string and decoded,
+		// as a server on the Python SDK reads it: "null" is null there,
+		// which a rule that the value be a short string refuses.
+		"max_length_200": {
+			{`{"s":"hello"}`, pass},
+			{`{"s":null}`, refuse},
+			{`{"s":"null"}`, refuse},
+			{`{"s":" null "}`, refuse},
+			{`{"s":"nullify"}`, pass},
+			{`{"s":{"a":"b"}}`, refuse},
+			{`{"s":"{\"a\":\"b\"}"}`, refuse},
+			{`{"s":["ab","cd"]}`, pass},
+			{`{"s":"[\"ab\",\"cd\"]"}`, pass}, // decoded, strings each within the bound
+			{`{"s":"[\"ab\",1]"}`, refuse},
+			{`{"s":"[\"ab\",[\"cd\"]]"}`, refuse},
+			{`{"s":"[NaN]"}`, refuse}, // Python reads it; the gateway cannot check it
 		},
 		"min": {
 			{`{"n":-1}`, pass},
