@@ -117,6 +117,13 @@ func validToolName(name string) bool {
 // "%252e") too: a server that puts the name in a URL reads
 // "summary/%2e%2e/admin_x" as admin_x (WHATWG URL parsers resolve "%2e"
 // segments as dots), and one that decodes it first sees the slashes.
+// And it refuses a segment that begins with a Windows drive, an ASCII
+// letter and ':' (prompt names only: tool names hold no ':'): a server on
+// Windows that joins the name, or each of its segments, to its directory
+// (os.path.join and pathlib, Node's path.win32.resolve, Java's
+// Path.resolve) reads "C:admin_x" as admin_x there, on drive C, as a
+// file in another directory on another drive, and "C:/x" as the absolute
+// path, as "/x" is one.
 func pathSafeName(name string) bool {
 	for i := 0; i+2 < len(name); i++ {
 		if name[i] == '%' && unhex(name[i+1]) >= 0 && unhex(name[i+2]) >= 0 {
@@ -128,7 +135,7 @@ func pathSafeName(name string) bool {
 		if i < len(name) && name[i] != '/' && name[i] != '\\' {
 			continue
 		}
-		if strings.Trim(name[start:i], ".") == "" {
+		if seg := name[start:i]; strings.Trim(seg, ".") == "" || driveValue(seg) {
 			return false
 		}
 		start = i + 1

@@ -107,6 +107,63 @@ func TestNameWithTrailingDots(t *testing.T) {
 	}
 }
 
+// TestPromptNameWithADrive: a server on Windows that joins a prompt's
+// name, or each of its segments, to its prompts directory (os.path.join
+// and pathlib, Node's path.win32.resolve, Java's Path.resolve) reads a
+// segment that begins with a drive letter and ':' as a path on that
+// drive: "C:report" is report in the directory of a server on drive C,
+// "C:/srv/prompts/report" the absolute path, and "team/C:secrets"
+// team/secrets when the segments are joined one by one. Such a name is
+// refused, as "/report" and "../report" are, and left out of lists.
+func TestPromptNameWithADrive(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Prompts = []Rule{
+		{Pattern: "report", Scopes: []string{"admin"}},
+		{Pattern: "team/secrets", Scopes: []string{"admin"}},
+		{Pattern: "*", Scopes: []string{"prompts:read"}},
+	}
+	get := func(name string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":` + quote(name) + `}}`
+	}
+	for _, tt := range []struct {
+		name, body string
+		status     int // 0: forwarded
+		code       int
+	}{
+		{"drive-relative", get("C:report"), 400, codeInvalidParams},
+		{"drive-relative, lower case", get("c:report"), 400, codeInvalidParams},
+		{"another drive", get("D:report"), 400, codeInvalidParams},
+		{"absolute", get("C:/srv/prompts/report"), 400, codeInvalidParams},
+		{"absolute, backslashes", get(`C:\srv\prompts\report`), 400, codeInvalidParams},
+		{"a drive alone", get("C:"), 400, codeInvalidParams},
+		{"a drive in a later segment", get("team/C:secrets"), 400, codeInvalidParams},
+		{"a drive after a backslash", get(`team\c:secrets`), 400, codeInvalidParams},
+		{"completion", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"C:report"},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
+		{"the prompt itself", get("report"), 403, codeRefused},
+		{"a longer name before the colon", get("notes:report"), 0, 0},
+		{"a colon later in the segment", get("team/ab:c"), 0, 0},
+		{"a digit and a colon", get("1:report"), 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, cfg, nil)
+			c := claims()
+			c["scope"] = "mcp prompts:read"
+			resp := h.do(t, call{body: tt.body, token: mint(t, c)})
+			checkAnswer(t, h, resp, tt.status, tt.code, "1")
+		})
+	}
+	t.Run("prompts/list", func(t *testing.T) {
+		answer := `{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"C:report"},{"name":"team/C:secrets"},{"name":"notes"}]}}`
+		h := newHarness(t, cfg, answerAs("json", answer))
+		c := claims()
+		c["scope"] = "mcp prompts:read"
+		resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"prompts/list"}`, token: mint(t, c)})
+		if body := readBody(t, resp); resp.StatusCode != 200 || !strings.Contains(body, `"notes"`) || strings.Contains(body, "C:") {
+			t.Fatalf("prompts/list = %d %s, want notes alone", resp.StatusCode, body)
+		}
+	})
+}
+
 // TestNameLikeAShortName: on a Windows volume with 8.3 names, a server
 // that puts a prompt's name in a file path reads "REPORT~1" as the file
 // whose short name it is, report_q3 (or "REPORT~1.MD" as report_q3.md),
