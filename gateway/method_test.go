@@ -685,6 +685,17 @@ func TestCompletionTemplateValues(t *testing.T) {
 		{"a percent-encoded drive letter", complete(tmpl, `"argument":{"name":"name","value":"C%3A%5Cx"}`), 400},
 		{"a fullwidth drive letter", complete(tmpl, `"argument":{"name":"name","value":"\uff23\uff1a/x"}`), 400},
 		{"a drive letter in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":"C:"}}`), 400},
+		// A drive at the start of a later segment of the value: the
+		// expansion's path has one, which a server on Windows joining
+		// the path, or its segments, to its directory reads as a path on
+		// that drive ("a/C:secret" is secret there).
+		{"a drive letter after a slash", complete(tmpl, `"argument":{"name":"name","value":"a/C:secret"}`), 400},
+		{"a drive letter after a backslash", complete(tmpl, `"argument":{"name":"name","value":"a\\d:/x"}`), 400},
+		{"a percent-encoded drive letter after a slash", complete(tmpl, `"argument":{"name":"name","value":"a%2FC%3Asecret"}`), 400},
+		{"a drive letter after a slash in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":"x/C:"}}`), 400},
+		{"a drive letter after a slash, after no '/'", complete("file:///secret/x{+name}", `"argument":{"name":"name","value":"a/C:x"}`), 400},
+		{"a drive letter after a slash and a NUL", complete(tmpl, `"argument":{"name":"name","value":"a/\u0000C:x"}`), 400},
+		{"a word and a colon after a slash", complete(tmpl, `"argument":{"name":"name","value":"a/ab:c"}`), 0},
 		// A server that resolves the value against the template's
 		// directory as a URL reference (new URL(value, base), urljoin)
 		// reads a URL, or a path after a scheme it drops, as what it

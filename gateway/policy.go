@@ -910,6 +910,9 @@ func completionValues(raw []byte, host, slashed bool) error {
 		if dotSegmentValue(s) {
 			return errors.New(what + " has a dot segment, which expands the template outside its rules")
 		}
+		if driveInValue(s) {
+			return errors.New(what + " has a segment that begins with a Windows drive, which a server joining the expansion to its directory reads as a path on that drive, outside its rules")
+		}
 		if slashed && absoluteValue(s) {
 			return errors.New(what + " begins with a slash, a Windows drive or a URL after the template's '/', which a server joining it to the template's directory, as a path or as a URL reference, reads as an absolute path or another URL outside its rules")
 		}
@@ -1054,6 +1057,17 @@ func slashBeforeExpression(t string) bool {
 
 // dotSegmentText is dotSegmentValue for decoded text.
 func dotSegmentText(v string) bool {
+	// Split and judged as a resource URI's path is (checkSegments), '\'
+	// a separator too and a space as the escape it stands for. (Neither
+	// replacement makes what the other replaces; a strings.Replacer built
+	// here cost some 6 KB and 10 µs per value, a body of values seconds.)
+	return checkSegments(strings.ReplaceAll(valueText(v), " ", "%20")) != nil
+}
+
+// valueText is decoded text of a variable's value as a reader of the
+// expanded URI may read it: in NFKC, without the characters readers drop
+// (a resource URI may not hold them), '\' read as '/'.
+func valueText(v string) string {
 	for i := 0; i < len(v); i++ {
 		if v[i] >= utf8.RuneSelf {
 			v = norm.NFKC.String(v)
@@ -1066,11 +1080,21 @@ func dotSegmentText(v string) bool {
 		}
 		return r
 	}, v)
-	// Split and judged as a resource URI's path is (checkSegments), '\'
-	// a separator too and a space as the escape it stands for. (Neither
-	// replacement makes what the other replaces; a strings.Replacer built
-	// here cost some 6 KB and 10 µs per value, a body of values seconds.)
-	return checkSegments(strings.ReplaceAll(strings.ReplaceAll(v, `\`, "/"), " ", "%20")) != nil
+	return strings.ReplaceAll(v, `\`, "/")
+}
+
+// driveInValue reports whether a variable's value, read as
+// dotSegmentValue reads it, has a segment after a '/' or '\' that begins
+// with a Windows drive (driveValue): the expansion's path then has one,
+// which a resource URI may not (driveSegment), and which a server on
+// Windows joining the path, or its segments, to its directory reads as a
+// path on that drive ("a/C:secret" is secret there). A value's first
+// segment is a drive only after a '/' of the template (absoluteValue).
+// (A reading cut at a NUL has no segment the whole text lacks: valueText
+// drops the NUL.)
+func driveInValue(v string) bool {
+	_, rest, ok := strings.Cut(valueText(decodedTwice(v)), "/")
+	return ok && driveSegment(rest)
 }
 
 // inHost reports whether a template's literal (its text before the first

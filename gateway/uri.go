@@ -148,7 +148,8 @@ func checkURIText(uri string) error {
 // "secret::$INDEX_ALLOCATION" are "secret"), a drive letter in a file URI
 // ("file:///C:/x" is "file:///x" on Windows: no ':', and no "%7C", '|',
 // which WHATWG and Python read as ':' there), and in hierarchical URIs
-// any ';' (servlet path parameters: "/secret;x/a" is "/secret/a"). Case is
+// any ';' (servlet path parameters: "/secret;x/a" is "/secret/a") and a
+// segment that begins with a drive (driveSegment). Case is
 // handled by the rule match (see decideURI).
 func checkFilePath(path, scheme string, hierarchical bool) error {
 	if hierarchical && strings.IndexByte(path, ';') >= 0 {
@@ -168,8 +169,25 @@ func checkFilePath(path, scheme string, hierarchical bool) error {
 		}
 	} else if strings.Contains(path, ":$") {
 		return errors.New("\":$\" in the path (an NTFS stream)")
+	} else if hierarchical && driveSegment(path) {
+		return errors.New("a path segment beginning with a letter and ':' (a Windows drive)")
 	}
 	return nil
+}
+
+// driveSegment reports whether a segment of path begins with a Windows
+// drive, an ASCII letter and ':': a server on Windows that joins the path,
+// or each of its segments, to its directory (os.path.join and pathlib,
+// Node's path.win32.resolve, Java's Path.resolve) reads "/C:secret/a" as
+// secret/a there, and "/C:/x" as an absolute path (file URIs refuse every
+// ':').
+func driveSegment(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if driveValue(seg) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkURIBytes checks the characters and percent-encodings.

@@ -51,7 +51,15 @@ var uriVariants = []struct {
 	{"file:///public/Other", true},
 	{"file:///Public/a", true},
 	{"https://public.example/Secret2/a", true},
-	{"https://public.example/a:b/c", true},
+	{"https://public.example/ab:c/d", true}, // a colon in the path (a drive is one letter and ':')
+	{"https://public.example/a/1:b", true},
+	// A segment that begins with a drive: to a server on Windows that
+	// joins the path, or each segment, to its directory "/C:secret/a" is
+	// secret/a, "/C:/x" an absolute path.
+	{"https://public.example/a:b/c", false},
+	{"https://public.example/public/C:secret", false},
+	{"https://public.example/c:/secret/a", false},
+	{"demo://y/a/Z:", false},
 	{"https://public.example/a?x=1;y=2.", true},
 	{"demo:a;b", true},
 	{"file:///public/x?q=a//b", true},
@@ -298,7 +306,7 @@ func TestCompilePrefix(t *testing.T) {
 		{"file:///a/.", "file:///a/."},
 		{"file:///a%20", "file:///a%20"},
 		{"file:///a~", "file:///a~"},
-		{"https://h/a:b/", "https://h/a:b/"},
+		{"https://h/ab:c/", "https://h/ab:c/"},
 		{"urn:isbn:", "urn:isbn:"},
 		{"Notes://All", "notes://all"},
 		{"https://Internal.Example", "https://internal.example"},
@@ -316,7 +324,7 @@ func TestCompilePrefix(t *testing.T) {
 		"https://a@b/", "https://internal.example:443/",
 		"https://0x7f.1/", "file://localhost/", "https:internal.example/", "file:///%EF%BC%8E/",
 		"file:///a./", "file:///a%20/", "file:///a;b/", "https://h/a;", "file:///a~1/", "file:///a:b/", "file:///ab:",
-		"https://h/a:$DATA/",
+		"https://h/a:$DATA/", "https://h/a:b/", "notes://all/x/C:",
 		"file:///C:/", "file:///c:", "file:///C%7C/", "file://h/", "file://h", "file://127.0.0.1/data/", "file://[::1]/",
 		"file:///pr%C4%B1vate/", "file:///stra%C3%9Fe/",
 	} {
@@ -595,6 +603,12 @@ func TestFileSystemReadings(t *testing.T) {
 		{"file:///srv/pr%C4%B1vate/a", 400},
 		{"file:///srv/PR%C4%B0VATE/a", 400},
 		{"file:///srv/%C3%A9t%C3%A9/a", 200},
+		// A drive: "C:secret/a" joined to the server's directory on
+		// Windows is secret/a there.
+		{"http://files.example/C:secret/a", 400},
+		{"http://files.example/c:secret", 400},
+		{"http://files.example/public/C:/secret/a", 400},
+		{"http://files.example/public/ab:c", 200},
 	} {
 		t.Run(tt.uri, func(t *testing.T) {
 			body := `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":` + quote(tt.uri) + `}}`
