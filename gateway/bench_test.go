@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -364,7 +365,7 @@ func TestClientHeaderRuleCandidates(t *testing.T) {
 	for _, name := range usualFields {
 		for _, spelling := range []string{name, strings.ToLower(name)} {
 			others := 0
-			for _, i := range clientHeaderRulesByLen[len(spelling)][spelling[len(spelling)-1]&0x1f] {
+			for _, i := range clientHeaderRulesByLen.of(lenLastSlot(spelling)) {
 				if !strings.EqualFold(clientHeaderRules[i].name, spelling) {
 					others++
 				}
@@ -380,6 +381,13 @@ func TestClientHeaderRuleCandidates(t *testing.T) {
 // its canonical form, and a name that only looks like one (non-ASCII
 // letters that fold to ASCII ones) gets none.
 func TestClientHeaderRule(t *testing.T) {
+	longest := 0
+	for _, r := range clientHeaderRules {
+		longest = max(longest, len(r.name))
+	}
+	if longest != maxClientHeaderRuleName {
+		t.Errorf("the longest rule name has %d bytes, maxClientHeaderRuleName is %d", longest, maxClientHeaderRuleName)
+	}
 	for _, r := range clientHeaderRules {
 		for _, name := range []string{r.name, strings.ToLower(r.name), strings.ToUpper(r.name), swapCase(r.name)} {
 			if got := clientHeaderRule(name); got != r.rule {
@@ -393,6 +401,39 @@ func TestClientHeaderRule(t *testing.T) {
 	for _, name := range []string{"Coo\u212aie", "Authori\u017Fation", "Mcp-Se\u017F\u017Fion-Id", "Authorization ", "X-Mcp-Subjects", "X-Http-Method-Overrides", strings.Repeat("x", 1000), "Accept", "Content-Type", ""} {
 		if got := clientHeaderRule(name); got != headerForward {
 			t.Errorf("clientHeaderRule(%q) = %v, want headerForward", name, got)
+		}
+	}
+}
+
+// TestHeaderIndexes: each slot of the two indexes every request field is
+// looked up in lists exactly the entries filed under it, in table order,
+// and both indexes stay small (part of the design: a lookup per field of
+// every request touches them, and a 24 KB table of slice headers cost a
+// cache miss per field in a busy process).
+func TestHeaderIndexes(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		index *slotIndex
+		slots int
+		n     int
+		slot  func(int) int
+	}{
+		{"clientHeaderRulesByLen", &clientHeaderRulesByLen, (maxClientHeaderRuleName + 1) * 32, len(clientHeaderRules), func(i int) int { return lenLastSlot(clientHeaderRules[i].name) }},
+		{"identityPrefixesByInitials", &identityPrefixesByInitials, 32 * 32, len(identityPrefixes), func(i int) int { return initialsSlot(identityPrefixes[i]) }},
+	} {
+		for s := range c.slots {
+			var want []uint8
+			for i := range c.n {
+				if c.slot(i) == s {
+					want = append(want, uint8(i))
+				}
+			}
+			if got := c.index.of(s); !slices.Equal(got, want) {
+				t.Errorf("%s.of(%d) = %v, want %v", c.name, s, got, want)
+			}
+		}
+		if size := len(c.index.start) + len(c.index.at); size > 1200 {
+			t.Errorf("%s takes %d bytes, want at most 1200", c.name, size)
 		}
 	}
 }

@@ -1230,7 +1230,7 @@ func (x *exchange) forwardsHeader(name string) bool {
 	}
 	rule := clientHeaderRule(name)
 	if rule == headerForward && len(name) >= 3 {
-		for _, i := range identityPrefixesByInitials[name[0]&0x1f][name[2]&0x1f] {
+		for _, i := range identityPrefixesByInitials.of(initialsSlot(name)) {
 			if p := identityPrefixes[i]; len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
 				return false
 			}
@@ -1289,12 +1289,43 @@ var identityPrefixes = [...]string{"X-Auth-Request-", "X-Amzn-Oidc-", "X-Amzn-Mt
 // find no prefix there and cost forwardsHeader no comparison, and an
 // X- name one or two, not every X- prefix. (Other bytes that share the
 // bits only cost a comparison.)
-var identityPrefixesByInitials = func() (index [32][32][]uint8) {
-	for i, p := range identityPrefixes {
-		index[p[0]&0x1f][p[2]&0x1f] = append(index[p[0]&0x1f][p[2]&0x1f], uint8(i))
+var identityPrefixesByInitials = newSlotIndex(32*32, len(identityPrefixes), func(i int) int {
+	return initialsSlot(identityPrefixes[i])
+})
+
+// initialsSlot is the slot of identityPrefixesByInitials a name of at
+// least 3 bytes looks in.
+func initialsSlot(name string) int { return int(name[0]&0x1f)<<5 | int(name[2]&0x1f) }
+
+// slotIndex files the entries of a table (at most 255) under small slot
+// numbers, in two flat byte arrays: of(s) lists the entries of slot s.
+// It is read for every field of every request, and small: a 32×32 array
+// of slice headers took 24 KB, of which each field's lookup touched a
+// cache line the rest of the process had long evicted by the next
+// request, where the whole of this takes about 1 KB.
+type slotIndex struct {
+	start []uint8 // slot s has the entries at[start[s]:start[s+1]]
+	at    []uint8
+}
+
+func newSlotIndex(slots, n int, slot func(i int) int) slotIndex {
+	x := slotIndex{start: make([]uint8, slots+1), at: make([]uint8, n)}
+	for i := range n {
+		x.start[slot(i)+1]++
 	}
-	return index
-}()
+	for s := range slots {
+		x.start[s+1] += x.start[s]
+	}
+	next := slices.Clone(x.start)
+	for i := range n {
+		s := slot(i)
+		x.at[next[s]] = uint8(i)
+		next[s]++
+	}
+	return x
+}
+
+func (x *slotIndex) of(s int) []uint8 { return x.at[x.start[s]:x.start[s+1]] }
 
 type headerRule uint8
 
@@ -1428,10 +1459,10 @@ var clientHeaderRules = [...]struct {
 // is an ASCII case variant (what canonicalizing it would find), without
 // the cost of canonicalizing every name of every request.
 func clientHeaderRule(name string) headerRule {
-	if len(name) == 0 || len(name) >= len(clientHeaderRulesByLen) {
+	if len(name) == 0 || len(name) > maxClientHeaderRuleName {
 		return headerForward // empty, or longer than every rule's name
 	}
-	for _, i := range clientHeaderRulesByLen[len(name)][name[len(name)-1]&0x1f] {
+	for _, i := range clientHeaderRulesByLen.of(lenLastSlot(name)) {
 		if r := &clientHeaderRules[i]; name == r.name || strings.EqualFold(name, r.name) {
 			return r.rule
 		}
@@ -1447,17 +1478,17 @@ func clientHeaderRule(name string) headerRule {
 // (Other bytes that share the bits only cost a comparison.) The last
 // byte tells apart more names than the first: many rules' names begin
 // "X-".
-var clientHeaderRulesByLen = func() [][32][]uint8 {
-	var byLen [][32][]uint8
-	for i, r := range clientHeaderRules {
-		if n := len(r.name); n >= len(byLen) {
-			byLen = append(byLen, make([][32][]uint8, n+1-len(byLen))...)
-		}
-		k := r.name[len(r.name)-1] & 0x1f
-		byLen[len(r.name)][k] = append(byLen[len(r.name)][k], uint8(i))
-	}
-	return byLen
-}()
+var clientHeaderRulesByLen = newSlotIndex((maxClientHeaderRuleName+1)*32, len(clientHeaderRules), func(i int) int {
+	return lenLastSlot(clientHeaderRules[i].name)
+})
+
+// maxClientHeaderRuleName is the length of the longest name in
+// clientHeaderRules (TestClientHeaderRule).
+const maxClientHeaderRuleName = 30
+
+// lenLastSlot is the slot of clientHeaderRulesByLen a name of at most
+// maxClientHeaderRuleName bytes looks in.
+func lenLastSlot(name string) int { return len(name)<<5 | int(name[len(name)-1]&0x1f) }
 
 // requestBody is the authorized body as next reads it.
 type requestBody struct{ bytes.Reader }
