@@ -712,6 +712,16 @@ func TestCompletionTemplateValues(t *testing.T) {
 		{"a parent directory after a scheme", complete(tmpl, `"argument":{"name":"name","value":"file:../etc"}`), 400},
 		{"a drive letter after a scheme", complete(tmpl, `"argument":{"name":"name","value":"file:C:/x"}`), 400},
 		{"a host after a scheme", complete(tmpl, `"argument":{"name":"name","value":"https:other.example/x"}`), 400},
+		// A WHATWG URL parser drops a special scheme only against a base
+		// of the same scheme: new URL("https:other", "file:///secret/a/")
+		// is https://other/, new URL("file:etc", "https://docs.example/a/")
+		// file:///etc.
+		{"a host after another scheme", complete(tmpl, `"argument":{"name":"name","value":"https:other.example"}`), 400},
+		{"a host after another scheme in capitals", complete(tmpl, `"argument":{"name":"name","value":"WSS:other.example"}`), 400},
+		{"a host after another scheme in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":"ftp:other"}}`), 400},
+		{"a file after another scheme", complete("https://docs.example/a/{name}", `"argument":{"name":"name","value":"file:etc"}`), 400},
+		{"a name after the template's scheme", complete("https://docs.example/a/{name}", `"argument":{"name":"name","value":"HTTPS:notes"}`), 0},
+		{"a name in a template of another scheme", complete("https://docs.example/a/{name}", `"argument":{"name":"name","value":"notes"}`), 0},
 		{"a relative path after a scheme", complete(tmpl, `"argument":{"name":"name","value":"file:notes.txt"}`), 0},
 		{"a word and a colon before a path", complete(tmpl, `"argument":{"name":"name","value":"ab:c/d"}`), 0},
 		{"a URL after no '/'", complete("file:///secret/x{+name}", `"argument":{"name":"name","value":"file:///etc"}`), 0},
@@ -722,7 +732,9 @@ func TestCompletionTemplateValues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, testConfig(t), nil)
+			cfg := testConfig(t)
+			cfg.ResourceRules = append(cfg.ResourceRules, Rule{Pattern: "https://docs.example/", Scopes: []string{"files:secret"}})
+			h := newHarness(t, cfg, nil)
 			c := claims()
 			c["scope"] = "mcp files:secret"
 			resp := h.do(t, call{body: tt.body, token: mint(t, c)})

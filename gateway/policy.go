@@ -838,7 +838,7 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 		return p.decidePrompt(pr, *ref.Name)
 	case ref.Type == "ref/resource" && ref.URI != nil && ref.Name == nil:
 		if literal, _, template := strings.Cut(*ref.URI, "{"); template {
-			if err := completionValues(raw, inHost(literal), slashBeforeExpression(*ref.URI)); err != nil {
+			if err := completionValues(raw, inHost(literal), slashBeforeExpression(*ref.URI), templateScheme(literal)); err != nil {
 				return decision{}, err
 			}
 		}
@@ -880,8 +880,9 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 // path.resolve) reads "/etc/" as /etc/, not as file:///secret/etc/, and
 // the expansion has an empty segment, which a resource URI may not have;
 // one that resolves it as a URL reference reads "file:///etc/" as
-// file:///etc/.
-func completionValues(raw []byte, host, slashed bool) error {
+// file:///etc/, and "https:other" as https://other/ when scheme, the
+// template's, is not https.
+func completionValues(raw []byte, host, slashed bool, scheme string) error {
 	var msg struct {
 		Params map[string]json.RawMessage `json:"params"`
 	}
@@ -913,7 +914,7 @@ func completionValues(raw []byte, host, slashed bool) error {
 		if driveInValue(s) {
 			return errors.New(what + " has a segment that begins with a Windows drive, which a server joining the expansion to its directory reads as a path on that drive, outside its rules")
 		}
-		if slashed && absoluteValue(s) {
+		if slashed && absoluteValue(s, scheme) {
 			return errors.New(what + " begins with a slash, a Windows drive or a URL after the template's '/', which a server joining it to the template's directory, as a path or as a URL reference, reads as an absolute path or another URL outside its rules")
 		}
 		if host && strings.IndexByte(decodedTwice(s), '@') >= 0 {
@@ -987,8 +988,9 @@ func decodedTwice(v string) string {
 // characters readers drop), begins with '/' or '\' or a Windows drive
 // (driveValue), or is a URL outside the template's directory
 // (urlValue): "/etc", "%2Fetc", "\uff0fetc" (a fullwidth solidus),
-// "\u200b/etc", "C:/x" and "file:///etc" all do.
-func absoluteValue(v string) bool {
+// "\u200b/etc", "C:/x" and "file:///etc" all do. scheme is the
+// template's (templateScheme).
+func absoluteValue(v, scheme string) bool {
 	v = decodedTwice(v)
 	for i := 0; i < len(v); i++ {
 		if v[i] >= utf8.RuneSelf || !visibleRune(rune(v[i])) {
@@ -1001,7 +1003,17 @@ func absoluteValue(v string) bool {
 			break
 		}
 	}
-	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, `\`) || driveValue(v) || urlValue(v)
+	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, `\`) || driveValue(v) || urlValue(v, scheme)
+}
+
+// templateScheme is the scheme of a template's literal (the text before
+// its first '{'), in lower case: "" when the literal names none.
+func templateScheme(literal string) string {
+	scheme, _, ok := strings.Cut(literal, ":")
+	if !ok || !validScheme(scheme) {
+		return ""
+	}
+	return strings.ToLower(scheme)
 }
 
 // urlValue reports whether v (read as absoluteValue reads it) is, to a
@@ -1012,9 +1024,13 @@ func absoluteValue(v string) bool {
 // the base), or after a scheme the parser drops before a relative path
 // (relativeSchemes) a path that absolutePath reads as absolute
 // ("file:C:/x", "https:other/x") or that has a dot segment ("file:../x"
-// is file:///etc/x against file:///secret/a/). A parser skips the
-// spaces before a URL.
-func urlValue(v string) bool {
+// is file:///etc/x against file:///secret/a/). A WHATWG URL parser
+// drops the scheme only against a base of the same scheme: after one of
+// its special schemes other than the template's (base), whatever
+// follows is a URL of its own, "https:other" https://other/ against
+// file:///secret/a/ and "file:etc" file:///etc against
+// https://h/secret/a/. A parser skips the spaces before a URL.
+func urlValue(v, base string) bool {
 	v = strings.TrimLeft(v, " ")
 	scheme, rest, ok := strings.Cut(v, ":")
 	if !ok || !validScheme(scheme) {
@@ -1023,7 +1039,21 @@ func urlValue(v string) bool {
 	if strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, `\`) {
 		return true
 	}
-	return relativeSchemes[strings.ToLower(scheme)] && (absolutePath(v, rest) || dotSegmentValue(rest))
+	scheme = strings.ToLower(scheme)
+	if specialScheme(scheme) && scheme != base {
+		return true
+	}
+	return relativeSchemes[scheme] && (absolutePath(v, rest) || dotSegmentValue(rest))
+}
+
+// specialScheme reports whether a WHATWG URL parser (Node's URL and
+// fetch) reads scheme, in lower case, as one of its special schemes.
+func specialScheme(scheme string) bool {
+	switch scheme {
+	case "http", "https", "ws", "wss", "ftp", "file":
+		return true
+	}
+	return false
 }
 
 // driveValue reports whether v begins with a Windows drive: an ASCII
