@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"time"
 	"unicode"
@@ -41,6 +42,9 @@ const (
 	// past it they are written as a string, cut, rather than as JSON.
 	maxAuditArguments = 4 * 1024
 )
+
+// unbounded is the bound of a field auditText escapes but does not cut.
+const unbounded = math.MaxInt
 
 // auditCut ends a value cut to its bound.
 const auditCut = "…(truncated)"
@@ -249,9 +253,13 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	add := func(key, s string, max int) { enc.AddString(key, text(s, max, false)) }
 	if p := e.x.p; p != nil {
-		// The token's names: a remote issuer's may hold anything.
-		add("principal", p.subject, len(p.subject))
-		add("client", p.clientID, len(p.clientID))
+		// The token's names: a remote issuer's may hold anything. They
+		// are not bounded (the token is), so escaped they are written
+		// whole (unbounded): a bound of the name's own length cut it
+		// after its first escape, "\u200bbob" and "\u200balice" both
+		// the same "\u200b…(truncated)".
+		add("principal", p.subject, unbounded)
+		add("client", p.clientID, unbounded)
 		e.act = auditNames{names: p.actors}
 		if err := enc.AddArray("act", &e.act); err != nil {
 			return err
@@ -339,7 +347,7 @@ type auditNames struct {
 
 func (a *auditNames) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 	for _, s := range a.names {
-		s, _, esc := auditText(s, len(s), false)
+		s, _, esc := auditText(s, unbounded, false)
 		a.escaped = a.escaped || esc
 		enc.AppendString(s)
 	}

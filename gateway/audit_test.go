@@ -631,12 +631,19 @@ func TestAuditFieldsTerminalSafe(t *testing.T) {
 		field   string
 		want    string // the field as a JSON reader of the log gets it
 		allowed bool
+		claims  map[string]any // the token's, over claims()
 	}{
-		{"jsonrpc id of an allowed call", `{"jsonrpc":"2.0","id":"a` + csi + `1A` + csi + `2K","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, false, false, "jsonrpc_id", `"a\u009b1A\u009b2K"`, true},
-		{"jsonrpc id, bidi", `{"jsonrpc":"2.0","id":"` + rlo + `wolla","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, false, false, "jsonrpc_id", `"\u202ewolla"`, true},
-		{"method refused", `{"jsonrpc":"2.0","id":1,"method":"x/` + csi + `2K\\u2028\u2029"}`, false, false, "method", `x/\u009b2K\\u2028\u2029`, false},
-		{"method with backslashes", `{"jsonrpc":"2.0","id":1,"method":"x/` + rlo + `\\\\\u007f"}`, true, false, "method", `x/\u202e\\\\\u007f`, false},
-		{"arguments", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"` + csi + `2K\u00ad"}}}`, false, true, "arguments", `{"path":"\u009b2K\u00ad"}`, true},
+		{"jsonrpc id of an allowed call", `{"jsonrpc":"2.0","id":"a` + csi + `1A` + csi + `2K","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, false, false, "jsonrpc_id", `"a\u009b1A\u009b2K"`, true, nil},
+		{"jsonrpc id, bidi", `{"jsonrpc":"2.0","id":"` + rlo + `wolla","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, false, false, "jsonrpc_id", `"\u202ewolla"`, true, nil},
+		{"method refused", `{"jsonrpc":"2.0","id":1,"method":"x/` + csi + `2K\\u2028\u2029"}`, false, false, "method", `x/\u009b2K\\u2028\u2029`, false, nil},
+		{"method with backslashes", `{"jsonrpc":"2.0","id":1,"method":"x/` + rlo + `\\\\\u007f"}`, true, false, "method", `x/\u202e\\\\\u007f`, false, nil},
+		{"arguments", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"` + csi + `2K\u00ad"}}}`, false, true, "arguments", `{"path":"\u009b2K\u00ad"}`, true, nil},
+		// The token's names (a remote issuer's may hold anything) are
+		// escaped whole: not cut after their first escape, where
+		// "\u200bbob" and "\u200balice" read alike.
+		{"principal", toolCall("read_file"), false, false, "principal", `\u200balice\u009b1A\u009b2K\u202e`, true, map[string]any{"sub": "\u200balice" + csi + "1A" + csi + "2K" + rlo}},
+		{"client", toolCall("read_file"), false, false, "client", `\u200bapp\u202e`, true, map[string]any{"client_id": "\u200bapp" + rlo}},
+		{"act", toolCall("read_file"), false, false, "act", `\u200bagent\u202e`, true, map[string]any{"act": map[string]any{"sub": "\u200bagent" + rlo}}},
 	}
 	// Escaped, a field stays within its bound.
 	if got, cut, esc := auditText(strings.Repeat(csi, 100_000), maxAuditName, false); len(got) > maxAuditName+len(auditCut) || !cut || !esc || !strings.HasPrefix(got, `\u009b\u009b`) {
@@ -651,7 +658,11 @@ func TestAuditFieldsTerminalSafe(t *testing.T) {
 			}
 			cfg.AuditArguments = tt.args
 			h := newHarness(t, cfg, nil)
-			readBody(t, h.do(t, call{body: tt.body, token: mint(t, claims())}))
+			c := claims()
+			for k, v := range tt.claims {
+				c[k] = v
+			}
+			readBody(t, h.do(t, call{body: tt.body, token: mint(t, c)}))
 			for deadline := time.Now().Add(5 * time.Second); h.logs.Len() == 0 && time.Now().Before(deadline); {
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -675,6 +686,12 @@ func TestAuditFieldsTerminalSafe(t *testing.T) {
 			}
 			got := ev[tt.field]
 			want := any(tt.want)
+			if tt.field == "act" {
+				want = []any{tt.want}
+			}
+			if ev["truncated"] != nil {
+				t.Errorf("truncated = %v, want none: no field is past its bound", ev["truncated"])
+			}
 			if tt.args {
 				// The same value as the request's.
 				if err := json.Unmarshal([]byte(tt.want), &want); err != nil {
