@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode"
@@ -738,4 +740,98 @@ func TestPinAuditTerminalSafe(t *testing.T) {
 	if ev["tool"] != `read_\u009b1A\u009b2K\u202e` || ev["escaped"] != true {
 		t.Errorf("pin event = %v, want the tool escaped, escaped true", ev)
 	}
+}
+
+// TestOperationalLogTerminalSafe: the operational log's warnings quote
+// what the MCP server or the token says (a tools/list error, an
+// answer's type, the principal and client of a stream ended), which may
+// hold what a terminal acts on, as a pin event's tool name may (U+009B
+// "1A" U+009B "2K" erased the line on an operator's terminal following
+// Caddy's log): each is escaped as in the audit events.
+func TestOperationalLogTerminalSafe(t *testing.T) {
+	const hostile = "\u009b1A\u009b2K\u202e"
+	lineSafe := func(t *testing.T, e observer.LoggedEntry, key, want string) {
+		t.Helper()
+		buf, err := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()).EncodeEntry(e.Entry, e.Context)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := buf.String()
+		for _, r := range line {
+			if r != '\n' && (!unicode.IsGraphic(r) || unicode.Is(unicode.Cf, r)) {
+				t.Errorf("%q's line holds %U: %s", e.Message, r, line)
+			}
+		}
+		if got := fmt.Sprint(e.ContextMap()[key]); !strings.Contains(got, want) {
+			t.Errorf("%s = %q, want it to hold %q", key, got, want)
+		}
+	}
+	const escaped = `\u009b1A\u009b2K\u202e`
+	t.Run("tools/list error", func(t *testing.T) {
+		core, logs := observer.New(zap.InfoLevel)
+		cfg := pinnedConfig(t)
+		cfg.Logger = zap.New(core)
+		h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":"x","error":{"code":-32000,"message":"`+hostile+`"}}`)
+		})
+		resp := h.do(t, call{body: toolCall("read_new"), token: mint(t, claims()), headers: map[string]string{"MCP-Protocol-Version": "2025-06-18"}})
+		resp.Body.Close()
+		entries := logs.FilterMessage("tool definitions not learned").All()
+		if len(entries) == 0 {
+			t.Fatalf("nothing logged as \"tool definitions not learned\" (answered %d)", resp.StatusCode)
+		}
+		for _, e := range entries {
+			lineSafe(t, e, "error", escaped)
+		}
+	})
+	t.Run("answer type", func(t *testing.T) {
+		core, logs := observer.New(zap.InfoLevel)
+		cfg := pinnedConfig(t)
+		cfg.Logger = zap.New(core)
+		h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html; x="+hostile)
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+		})
+		resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, claims()), headers: map[string]string{"MCP-Protocol-Version": "2025-06-18"}})
+		resp.Body.Close()
+		entries := logs.FilterMessage("response not filterable").All()
+		if len(entries) != 1 {
+			t.Fatalf("%d entries \"response not filterable\" (answered %d), want 1", len(entries), resp.StatusCode)
+		}
+		lineSafe(t, entries[0], "content_type", escaped)
+	})
+	t.Run("stream ended", func(t *testing.T) {
+		core, logs := observer.New(zap.InfoLevel)
+		var clock atomic.Int64 // seconds after testNow
+		cfg := testConfig(t)
+		cfg.Logger = zap.New(core)
+		cfg.Now = func() time.Time { return testNow.Add(time.Duration(clock.Load()) * time.Second) }
+		cfg.StreamCheckInterval = 10 * time.Millisecond
+		up := newStreamUpstream(func(r *http.Request) string { return r.Method })
+		h := newHarness(t, cfg, up.serve)
+		c := claims()
+		c["sub"], c["client_id"], c["exp"] = "alice"+hostile, "app"+hostile, testNow.Add(time.Minute).Unix()
+		tok := mint(t, c)
+		resp := h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25", "Mcp-Session-Id": sessionFor(t, h.g, tok)}})
+		defer resp.Body.Close()
+		if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); !strings.HasPrefix(line, ": open") {
+			t.Fatalf("first line %q, want the stream open", line)
+		}
+		clock.Store(60)
+		select {
+		case <-up.done("GET"):
+		case <-time.After(5 * time.Second):
+			t.Fatal("stream still open 5 s after its token expired")
+		}
+		var entries []observer.LoggedEntry
+		for deadline := time.Now().Add(5 * time.Second); len(entries) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			entries = logs.FilterMessageSnippet("request to the upstream ended").All()
+		}
+		if len(entries) != 1 {
+			t.Fatalf("%d entries \"request to the upstream ended\", want 1", len(entries))
+		}
+		lineSafe(t, entries[0], "principal", "alice"+escaped)
+		lineSafe(t, entries[0], "client", "app"+escaped)
+	})
 }

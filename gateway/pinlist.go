@@ -76,9 +76,10 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 			}
 			if err != nil {
 				// It may quote the upstream's answer (its JSON-RPC error,
-				// its type), as long as an answer or a header may be:
-				// cut as a reason in an audit event is.
-				msg, _ := auditBound(err.Error(), maxAuditText)
+				// its type), as long as an answer or a header may be,
+				// holding what a terminal acts on: cut and escaped as a
+				// reason in an audit event is.
+				msg, _, _ := auditText(err.Error(), maxAuditText, false)
 				g.log.Warn("tool definitions not learned", zap.String("resource", g.cfg.Resource), zap.String("error", msg))
 			}
 			// The fetch may have taken seconds (pinFetchTimeout a try),

@@ -1064,8 +1064,10 @@ func (rw *responseWriter) finish() {
 		}
 	case modeRefuse:
 		// The type is the upstream's, as long as its header may be (10
-		// MiB under reverse_proxy): cut as a name in an audit event is.
-		ct, _ := auditBound(rw.w.Header().Get("Content-Type"), maxAuditName)
+		// MiB under reverse_proxy), and may hold what a terminal acts on
+		// (a header value may hold any byte from 0x80): cut and escaped
+		// as a name in an audit event is.
+		ct, _, _ := auditText(rw.w.Header().Get("Content-Type"), maxAuditName, false)
 		rw.g.log.Warn("response not filterable", zap.String("content_type", ct))
 		rw.badGateway()
 	case modeRedirect:

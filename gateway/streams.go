@@ -337,8 +337,12 @@ func (s *streamSet) check() {
 				continue
 			}
 			if why := s.ended(x, b.stream, now, closedAt); why != nil {
+				// The token's names, escaped as in the audit events: a
+				// remote issuer's may hold anything.
+				principal, _, _ := auditText(x.p.subject, unbounded, false)
+				client, _, _ := auditText(x.p.clientID, unbounded, false)
 				s.log.Info("request to the upstream ended: "+why.desc,
-					zap.String("principal", x.p.subject), zap.String("client", x.p.clientID))
+					zap.String("principal", principal), zap.String("client", client))
 				x.end(why)
 				s.remove(x)
 			}
