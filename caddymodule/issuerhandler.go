@@ -86,13 +86,17 @@ func (h *IssuerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 	}
 	passed := h.app.iss.PassedOn(r)
 	err := next.ServeHTTP(w, passed)
-	if err != nil && passed != r {
+	if passed != r {
 		// Caddy runs the site's error routes (handle_errors) on r, not
-		// on the copy next got without the session cookie: a route that
-		// proxies to an error-page service would get the cookie, and the
-		// credentials a gateway after this one took out of the copy's
-		// header for the same reason (the access token, its DPoP proof).
-		// They see the header next left (TestErrorRoutesGetNoCredentials).
+		// on the copy next got without the session cookie, and so do
+		// the handlers before this one once it returns, whatever the
+		// answer (an intercept written before mcp_issuer in a route): a
+		// route that proxies to an error-page service would get the
+		// cookie, and the credentials a gateway after this one took out
+		// of the copy's header for the same reason (the access token,
+		// its DPoP proof). They see the header next left
+		// (TestErrorRoutesGetNoCredentials,
+		// TestInterceptBeforeIssuerGetsNoCredentials).
 		clear(r.Header)
 		maps.Copy(r.Header, passed.Header)
 	}

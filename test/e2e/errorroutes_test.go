@@ -343,3 +343,124 @@ func TestInterceptRoutesGetNoCredentials(t *testing.T) {
 		})
 	}
 }
+
+// TestInterceptBeforeIssuerGetsNoCredentials: an intercept that runs
+// before mcp_issuer (written first in a route, as a site that sends every
+// failure, the issuer's included, to one error-page service writes it)
+// handles the answer on the client's request itself, not on the copy
+// mcp_issuer passed on without its session cookie. The gateway after
+// mcp_issuer took the credentials out of that copy only, so when the
+// client sent the issuer's session cookie (a browser-based client on the
+// issuer's origin) the error-page service got the access token, its
+// DPoP proof and the session cookie; mcp_issuer gave the request the
+// header next left only when next failed (TestErrorRoutesGetNoCredentials).
+func TestInterceptBeforeIssuerGetsNoCredentials(t *testing.T) {
+	var mu sync.Mutex
+	var seen []http.Header
+	errorPages := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	t.Cleanup(errorPages.Close)
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		w.Write([]byte(`{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"down"}}`))
+	}))
+	t.Cleanup(failing.Close)
+	const secret = "intercept-first-client-secret-0123456789abcd"
+	dir := t.TempDir()
+	var issuer string
+	harness.StartFree(t, func(port int) string {
+		issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %[1]s/caddy
+	mcp_auth {
+		issuer %[2]s
+		storage memory
+		client svc {
+			secret sha256:%[3]x
+			grant_types client_credentials
+		}
+	}
+}
+
+%[2]s {
+	route {
+		intercept {
+			@err status 4xx 5xx
+			handle_response @err {
+				request_body {
+					set "error page"
+				}
+				reverse_proxy %[5]s
+			}
+		}
+		mcp_issuer
+		mcp_gateway {
+			resource %[2]s/mcp
+			scope read
+			tool admin write
+			tool * read
+			pin_tools off
+		}
+		reverse_proxy %[4]s
+	}
+}
+`, dir, issuer, sha256.Sum256([]byte(secret)), failing.Listener.Addr(), errorPages.Listener.Addr())
+	})
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	resource := issuer + "/mcp"
+	req, _ := http.NewRequest(http.MethodPost, issuer+"/token", strings.NewReader(url.Values{
+		"grant_type": {"client_credentials"}, "resource": {resource}, "scope": {"read"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("svc", secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != http.StatusOK || a.AccessToken == "" {
+		t.Fatalf("client_credentials = %d %v, want a token", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	for _, tt := range []struct{ name, body string }{
+		{"the MCP server's failure", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`},
+		{"the gateway's insufficient_scope", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin","arguments":{}}}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			req, _ := http.NewRequest(http.MethodPost, resource, strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+			req.Header.Set("Authorization", "Bearer "+a.AccessToken)
+			req.Header.Set("Cookie", "mcp_session=issuer-session-cookie-value-5f2e; theme=dark")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != 1 {
+				t.Fatalf("intercept's routes ran %d times, want once", len(seen))
+			}
+			h := seen[0]
+			for _, name := range []string{"Authorization", "Cookie"} {
+				if v := h.Values(name); len(v) != 0 {
+					t.Errorf("the error-page service got %s: %.60q", name, v)
+				}
+			}
+			if h.Get("Mcp-Protocol-Version") != "2025-11-25" {
+				t.Errorf("the error-page service got no Mcp-Protocol-Version: the client's other headers are kept")
+			}
+		})
+	}
+}
