@@ -236,3 +236,44 @@ func TestUserinfoDPoP(t *testing.T) {
 		})
 	}
 }
+
+// TestUserinfoDPoPNonce: with dpop_nonce, /userinfo asks a proof for a
+// nonce too (README, dpop_nonce): the first proof is refused 401
+// use_dpop_nonce with a DPoP-Nonce to use, and one carrying it is taken.
+func TestUserinfoDPoPNonce(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.DPoPNonce = true })
+	k := newDPoPKey(t)
+	tokenURL, infoURL := e.iss.endpoint(pathToken), e.iss.endpoint(pathUserinfo)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid", "read"}})
+	f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+	a := e.postDPoP(t, pathToken, f, "", k.proof(t, e, tokenURL, nil))
+	nonce := a.header.Get("DPoP-Nonce")
+	if a.str("error") != "use_dpop_nonce" || nonce == "" {
+		t.Fatalf("token without a nonce = %d %s, want use_dpop_nonce", a.status, a.raw)
+	}
+	a = e.postDPoP(t, pathToken, f, "", k.proof(t, e, tokenURL, jwt.MapClaims{"nonce": nonce}))
+	wantBound(t, "token", a, k)
+	tok := a.str("access_token")
+	sum := sha256.Sum256([]byte(tok))
+	ath := base64.RawURLEncoding.EncodeToString(sum[:])
+	get := func(claims jwt.MapClaims) answer {
+		claims["htm"], claims["ath"] = http.MethodGet, ath
+		req, _ := http.NewRequest(http.MethodGet, infoURL, nil)
+		req.Header.Set("Authorization", "DPoP "+tok)
+		req.Header.Set("DPoP", k.proof(t, e, infoURL, claims))
+		return e.do(t, req)
+	}
+	a = get(jwt.MapClaims{})
+	nonce = a.header.Get("DPoP-Nonce")
+	if a.status != http.StatusUnauthorized || a.body["sub"] != nil || nonce == "" ||
+		!strings.Contains(strings.Join(a.header.Values("WWW-Authenticate"), "\n"), `error="use_dpop_nonce"`) {
+		t.Fatalf("userinfo with a proof without a nonce = %d %s, WWW-Authenticate %q, DPoP-Nonce %q; want 401 use_dpop_nonce with a nonce",
+			a.status, a.raw, a.header.Values("WWW-Authenticate"), nonce)
+	}
+	if a = get(jwt.MapClaims{"nonce": "not-a-nonce"}); a.status != http.StatusUnauthorized || a.body["sub"] != nil {
+		t.Fatalf("userinfo with a made-up nonce = %d %s, want 401", a.status, a.raw)
+	}
+	if a = get(jwt.MapClaims{"nonce": nonce}); a.status != http.StatusOK || a.body["sub"] != tUser {
+		t.Fatalf("userinfo with the nonce = %d %s, want 200 with the user's claims", a.status, a.raw)
+	}
+}
