@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
@@ -111,4 +114,26 @@ func decodeStrict(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
+}
+
+// UnmarshalJSON reads the introspection settings, refusing "cache": 0 (or
+// "0s"), which the Caddyfile cannot write (durationArg): 0 is what an
+// absent cache reads as, the default of a minute, so written to have
+// every request asked of the issuer it would let a token revoked there
+// pass for a minute more.
+func (in *Introspection) UnmarshalJSON(b []byte) error {
+	type plain Introspection
+	if err := decodeStrict(b, (*plain)(in)); err != nil {
+		return err
+	}
+	var given struct {
+		Cache *caddy.Duration `json:"cache"`
+	}
+	if err := json.Unmarshal(b, &given); err != nil {
+		return err
+	}
+	if given.Cache != nil && *given.Cache == 0 {
+		return fmt.Errorf("introspection cache 0: want a positive duration such as 5s (0 would mean the default, %v; 1ns reuses no answer)", gateway.DefaultIntrospectionCache)
+	}
+	return nil
 }

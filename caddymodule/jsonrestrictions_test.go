@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -126,6 +127,39 @@ func TestJSONEmptyEmailDomainsRefused(t *testing.T) {
 		}
 		if tt.err == "" && strings.Contains(tt.json, "recheck") && (len(a.IdentityProviders) != 1 || a.IdentityProviders[0].AllowedEmailDomains[0] != "example.com" || a.IdentityProviders[0].Recheck == 0) {
 			t.Errorf("%s: read as %+v", tt.json, a.IdentityProviders)
+		}
+	}
+}
+
+// TestJSONIntrospectionCacheZeroRefused: in a JSON config, an
+// introspection "cache" of 0 (a number or "0s") is refused, as `cache 0`
+// is in the Caddyfile: 0 reads as the default, a minute, so an operator
+// who wrote it to have every request asked of the issuer got a token
+// revoked there taken for a minute more. A positive cache, 1ns (every
+// request asks), and none load; a misspelt field is still refused.
+func TestJSONIntrospectionCacheZeroRefused(t *testing.T) {
+	const in = `"issuer":"https://as.example","introspection":{"client_id":"gw"`
+	for _, tt := range []struct {
+		json string
+		err  string // "" to load
+		want caddy.Duration
+	}{
+		{`{` + in + `,"cache":0}}`, "introspection cache 0: want a positive duration", 0},
+		{`{` + in + `,"cache":"0s"}}`, "introspection cache 0: want a positive duration", 0},
+		{`{` + in + `,"cache":"0"}}`, "introspection cache 0: want a positive duration", 0},
+		{`{` + in + `,"cache":"5s"}}`, "", caddy.Duration(5 * time.Second)},
+		{`{` + in + `,"cache":1}}`, "", 1},
+		{`{` + in + `}}`, "", 0},
+		{`{` + in + `,"cahce":"5s"}}`, "unknown field", 0},
+	} {
+		var h GatewayHandler
+		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &h)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: %v, want %q", tt.json, err, tt.err)
+			continue
+		}
+		if tt.err == "" && (h.Introspection == nil || h.Introspection.ClientID != "gw" || h.Introspection.Cache != tt.want) {
+			t.Errorf("%s: read as %+v, want cache %d", tt.json, h.Introspection, tt.want)
 		}
 	}
 }
