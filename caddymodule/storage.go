@@ -284,6 +284,7 @@ func (p *PostgresStorage) Open() (store.Store, error) {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
 		p.warnParameterLogging(ctx, st)
+		p.warnUnsynced(ctx, st)
 		return pooledStore{st}, nil
 	})
 	if err != nil {
@@ -309,6 +310,24 @@ func (p *PostgresStorage) warnParameterLogging(ctx context.Context, st *postgres
 	if why != "" {
 		p.log.Warn("storage postgres: the server writes the parameters of the store's statements to its log, and with them every record the store writes: the signing keys' private parts, the gateways' session key, sessions; as a superuser, run ALTER ROLE <the store's role> SET log_parameter_max_length = 0 (and log_parameter_max_length_on_error = 0), or end that logging",
 			zap.String("settings", why))
+	}
+}
+
+// warnUnsynced warns when the server runs with fsync off (a tuning for
+// speed, or a test server's): the store's writes are answered as made
+// before they are on disk, which a crash of the database's machine may
+// undo, bringing back a revoked token, a withdrawn key or a spent code.
+func (p *PostgresStorage) warnUnsynced(ctx context.Context, st *postgres.Store) {
+	if p.log == nil {
+		return
+	}
+	off, err := st.Unsynced(ctx)
+	if err != nil {
+		p.log.Debug("storage postgres: the server's fsync setting could not be read", zap.Error(err))
+		return
+	}
+	if off {
+		p.log.Warn("storage postgres: the server runs with fsync = off, so a write the issuer answered as made (a revocation, a signing key's withdrawal, a code's redemption) may be lost, and the database corrupted, when the database's machine crashes: revoked tokens and spent codes would then be taken again; turn fsync on (ALTER SYSTEM SET fsync = on, then reload the server's configuration)")
 	}
 }
 

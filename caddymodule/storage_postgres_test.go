@@ -168,8 +168,45 @@ func TestPostgresParameterLoggingWarned(t *testing.T) {
 			t.Fatal(err)
 		}
 		warned := logs.FilterMessageSnippet("log_parameter_max_length = 0").FilterField(zap.String("settings", "log_statement = mod")).Len() == 1
-		if warned != tt.warned || logs.Len() != map[bool]int{true: 1}[tt.warned] {
+		// The shared test server runs with fsync off, which is warned
+		// of too (TestPostgresFsyncOffWarned).
+		unsynced := logs.FilterMessageSnippet("fsync = off").Len()
+		if warned != tt.warned || unsynced != 1 || logs.Len() != map[bool]int{true: 1}[tt.warned]+unsynced {
 			t.Errorf("after %s: warned %v, want %v (%v)", tt.settings, warned, tt.warned, logs.All())
+		}
+	}
+}
+
+// TestPostgresFsyncOffWarned: a server running with fsync off answers
+// the store's commits before they are on disk, whatever synchronous_commit
+// the store sets, so a crash of its machine may undo a revocation, a key's
+// withdrawal or a code's redemption the issuer answered as made: Caddy
+// warns at start, and does not where fsync is on (PostgreSQL's default).
+func TestPostgresFsyncOffWarned(t *testing.T) {
+	ctx := newContext(t)
+	_, durable := pgtest.Own(t, pgtest.Options{Durable: true})
+	for _, tt := range []struct {
+		name   string
+		dsn    string
+		warned bool
+	}{
+		{"fsync off (the shared test server)", pgtest.NewDatabase(t), true},
+		{"fsync on", durable, false},
+	} {
+		p := &PostgresStorage{DSN: tt.dsn}
+		if err := p.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		core, logs := observer.New(zap.WarnLevel)
+		p.log = zap.New(core)
+		if _, err := p.Open(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+		if warned := logs.FilterMessageSnippet("fsync = off").Len() == 1; warned != tt.warned || logs.Len() != map[bool]int{true: 1}[tt.warned] {
+			t.Errorf("%s: warned %v, want %v (%v)", tt.name, warned, tt.warned, logs.All())
 		}
 	}
 }

@@ -595,7 +595,10 @@ func startDocumented(t *testing.T, doc string) *layout {
 	t.Setenv("OKTA_CLIENT_SECRET", "test-only-okta-secret")
 	t.Setenv("AGENT_APP_SECRET_HASH", harness.HashPassword(t, "test-only-agent-app-secret"))
 	if strings.Contains(doc, "storage postgres {env.MCP_AUTH_DSN}") {
-		t.Setenv("MCP_AUTH_DSN", pgtest.NewDatabase(t))
+		// A server of PostgreSQL's defaults: the shared test server runs
+		// with fsync off, which Caddy warns of (TestPostgresFsyncOffWarned).
+		_, dsn := pgtest.Own(t, pgtest.Options{Durable: true})
+		t.Setenv("MCP_AUTH_DSN", dsn)
 	}
 	l := &layout{logFile: filepath.Join(dir, "caddy.log")}
 
