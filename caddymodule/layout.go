@@ -45,6 +45,40 @@ type unguardedProxy struct {
 // path included, so a proxy there is unguarded unless a gateway runs
 // before it in the error routes themselves.
 func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
+	return proxiesPast(app, isGateway)
+}
+
+func isGateway(h caddyhttp.MiddlewareHandler) bool {
+	_, ok := h.(*GatewayHandler)
+	return ok
+}
+
+// cookieProxies finds the reverse_proxy handlers that a request reaches,
+// in a site with an mcp_issuer, without passing the issuer or a gateway
+// first, leaving out those unguardedProxies finds (warned of already).
+// Both take the issuer's session cookie out of what the handlers after
+// them get (IssuerHandler.ServeHTTP, the gateway's upstreamRequest), and
+// the browser sends it to every path of the issuer's host: an mcp_issuer
+// with a matcher, or in a handle block of its paths, leaves it in the
+// requests it does not see, and an application proxied to there gets
+// the signed-in user's session with them. The check shares
+// unguardedProxies' walk and its limits: a site is a terminal route, so
+// an application in another site block of the issuer's host (with a
+// path in its address) is not found.
+func cookieProxies(app *caddyhttp.App) []unguardedProxy {
+	gatewayOpen := unguardedProxies(app)
+	return slices.DeleteFunc(proxiesPast(app, func(h caddyhttp.MiddlewareHandler) bool {
+		_, iss := h.(*IssuerHandler)
+		return iss || isGateway(h)
+	}), func(p unguardedProxy) bool {
+		return slices.ContainsFunc(gatewayOpen, func(g unguardedProxy) bool { return reflect.DeepEqual(g, p) })
+	})
+}
+
+// proxiesPast finds, in every server of the http app, the reverse_proxy
+// handlers that some request reaches without passing a handler guard
+// accepts, in sites that contain one (unguardedProxies).
+func proxiesPast(app *caddyhttp.App, guard func(caddyhttp.MiddlewareHandler) bool) []unguardedProxy {
 	var found []unguardedProxy
 	names := make([]string, 0, len(app.Servers))
 	for name := range app.Servers {
@@ -53,7 +87,7 @@ func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
 	sort.Strings(names)
 	for _, name := range names {
 		srv := app.Servers[name]
-		w := layoutWalk{server: name, named: srv.NamedRoutes}
+		w := layoutWalk{server: name, named: srv.NamedRoutes, guard: guard}
 		gw, open, _ := w.routes(srv.Routes, coverage{}, nil)
 		if gw {
 			w.found = append(w.found, open...)
@@ -106,6 +140,7 @@ func (c coverage) covers(sets caddyhttp.MatcherSets) bool {
 
 type layoutWalk struct {
 	server   string
+	guard    func(caddyhttp.MiddlewareHandler) bool // the handlers that guard what follows them: gateways
 	named    map[string]*caddyhttp.Route
 	invoking []string // named routes being walked (a route may invoke itself)
 	// sites are the matchers of the sites (terminal routes) that have a
@@ -134,22 +169,23 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 		}
 		guarded := cov.covers(r.MatcherSets)
 		for _, h := range r.Handlers {
-			switch h := h.(type) {
-			case *GatewayHandler:
+			if w.guard(h) {
 				hasGateway = true
 				guarded = true
-				if r.Group != "" {
-					// A grouped route (JSON "group") runs only if no
-					// route of its group matched before it, in any
-					// route list of the request: its gateway guards
-					// nothing after its route.
-					break
-				}
-				if len(r.MatcherSets) == 0 {
+				// A grouped route (JSON "group") runs only if no route
+				// of its group matched before it, in any route list of
+				// the request: its gateway guards nothing after its
+				// route.
+				switch {
+				case r.Group != "":
+				case len(r.MatcherSets) == 0:
 					cov = coverage{all: true}
-				} else if !cov.all {
+				case !cov.all:
 					cov.sets = append(cov.sets[:len(cov.sets):len(cov.sets)], r.MatcherSets...)
 				}
+				continue
+			}
+			switch h := h.(type) {
 			case *reverseproxy.Handler:
 				if !guarded {
 					open = append(open, unguardedProxy{server: w.server, upstreams: upstreams(h), match: strings.Join(rpath, " > ")})
@@ -307,6 +343,17 @@ func describeMatchers(sets caddyhttp.MatcherSets) string {
 		alts = append(alts, strings.Join(parts, " "))
 	}
 	return strings.Join(alts, " or ")
+}
+
+// warnCookieProxies logs a warning for each reverse_proxy of the http
+// app that gets the issuer's session cookie (cookieProxies).
+func warnCookieProxies(app *caddyhttp.App, log *zap.Logger) {
+	for _, p := range cookieProxies(app) {
+		log.Warn("reverse_proxy reachable without mcp_issuer: mcp_issuer takes its session cookie out of the requests it passes on, but not out of those its matcher or handle block keeps from it, and the browser sends that cookie to every path of the issuer's host, so the upstream gets the signed-in user's session and could sign in as the user and approve its own client; give mcp_issuer no matcher and put it first in the site, or serve the application on another host",
+			zap.String("server", p.server),
+			zap.Strings("upstreams", p.upstreams),
+			zap.String("match", p.match))
+	}
 }
 
 // warnLenientProxies logs a warning for each server of the http app that

@@ -189,6 +189,75 @@ func TestUnguardedProxies(t *testing.T) {
 	}
 }
 
+// TestCookieProxies: mcp_issuer takes its session cookie out of the
+// requests it passes on, and a gateway out of those it forwards, but a
+// request an mcp_issuer's matcher (or the handle block it is in) keeps
+// from it reaches the handlers after it with the cookie, which the
+// browser sends to every path of the issuer's host: a reverse_proxy there
+// gets the signed-in user's session. Caddy warns of each such proxy in a
+// site with an issuer, leaving out those it warns of as bypassing a
+// gateway; the layouts README shows (the issuer without a matcher, first
+// in its site) get no warning.
+func TestCookieProxies(t *testing.T) {
+	path := func(p ...string) caddyhttp.MatcherSets {
+		return caddyhttp.MatcherSets{{caddyhttp.MatchPath(p)}}
+	}
+	host := func(h string) caddyhttp.MatcherSets {
+		return caddyhttp.MatcherSets{{caddyhttp.MatchHost{h}}}
+	}
+	route := func(m caddyhttp.MatcherSets, h ...caddyhttp.MiddlewareHandler) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: m, Handlers: h}
+	}
+	sub := func(m caddyhttp.MatcherSets, terminal bool, routes ...caddyhttp.Route) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: m, Terminal: terminal, Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.Subroute{Routes: routes}}}
+	}
+	iss := func() caddyhttp.MiddlewareHandler { return &IssuerHandler{} }
+	gw := func() caddyhttp.MiddlewareHandler { return &GatewayHandler{} }
+	proxy := func() caddyhttp.MiddlewareHandler {
+		return &reverseproxy.Handler{Upstreams: reverseproxy.UpstreamPool{{Dial: "127.0.0.1:3001"}}}
+	}
+	auth, mcp := path("/auth/*"), path("/mcp")
+	for _, tt := range []struct {
+		name   string
+		routes caddyhttp.RouteList
+		want   []string // match descriptions of the proxies warned of
+	}{
+		{"issuer without a matcher, then the application", caddyhttp.RouteList{route(nil, iss()), route(nil, proxy())}, nil},
+		{"issuer and proxy in one route", caddyhttp.RouteList{route(nil, iss(), proxy())}, nil},
+		{"issuer on a matcher, the application without", caddyhttp.RouteList{route(auth, iss()), route(nil, proxy())}, []string{""}},
+		{"issuer in a handle block, the application in another", caddyhttp.RouteList{sub(auth, false, route(nil, iss())), sub(nil, false, route(nil, proxy()))}, []string{""}},
+		{"issuer on a matcher, the application after a gateway", caddyhttp.RouteList{sub(auth, false, route(nil, iss())), sub(nil, false, route(nil, gw()), route(nil, proxy()))}, nil},
+		// Warned of as a gateway bypass already (unguardedProxies).
+		{"issuer on a matcher, a proxy bypassing a gateway", caddyhttp.RouteList{route(auth, iss()), route(mcp, gw()), route(nil, proxy())}, nil},
+		{"issuer on a matcher, the application on the same one", caddyhttp.RouteList{route(auth, iss()), route(auth, proxy())}, nil},
+		{"site of the issuer's host", caddyhttp.RouteList{
+			sub(host("app.example.com"), true, route(nil, proxy())),
+			sub(host("as.example.com"), true, route(path("/authorize", "/token"), iss()), route(nil, proxy())),
+		}, []string{`host ["as.example.com"]`}},
+		{"another site", caddyhttp.RouteList{
+			sub(host("as.example.com"), true, route(auth, iss())),
+			sub(host("app.example.com"), true, route(nil, proxy())),
+		}, nil},
+		{"no issuer", caddyhttp.RouteList{route(nil, proxy())}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			app := &caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": {Routes: tt.routes}}}
+			var got []string
+			for _, p := range cookieProxies(app) {
+				got = append(got, p.match)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("cookieProxies() matches = %q, want %q", got, tt.want)
+			}
+			core, logs := observer.New(zap.WarnLevel)
+			warnCookieProxies(app, zap.New(core))
+			if n := logs.FilterMessageSnippet("reverse_proxy reachable without mcp_issuer").Len(); n != len(tt.want) {
+				t.Errorf("warnings = %d, want %d", n, len(tt.want))
+			}
+		})
+	}
+}
+
 // TestWarnLenientProxies: a server that trusts proxies without
 // trusted_proxies_strict takes the client's address from the leftmost
 // X-Forwarded-For entry, which the client writes, so the brute-force
