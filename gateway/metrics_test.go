@@ -100,3 +100,53 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("upstream observations = %d, want 3 (the forwarded calls)", upstreams)
 	}
 }
+
+// TestRefusedReasonCovers: the refusals metric's reason "refused" is
+// every answer of the gateway's own that no other reason names, as
+// README's Monitoring table lists them: a path other than the MCP
+// endpoint (404), a request sent as TLS early data (425), an upstream
+// answer the gateway cannot check or pass (502), and a token it cannot
+// decide on now (503: revocations, keys or the introspection endpoint
+// unavailable).
+func TestRefusedReasonCovers(t *testing.T) {
+	m := &countingMetrics{counts: map[string]int{}}
+	cfg := testConfig(t)
+	unknown := false
+	cfg.Revocations = revocationSet{unknown: &unknown}
+	cfg.Metrics = m
+	h := newHarness(t, cfg, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[`) // cut short
+	})
+	token := mint(t, claims())
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	for _, c := range []struct {
+		name  string
+		c     call
+		want  int
+		stale bool
+	}{
+		{"another path", call{path: "/other", body: list, token: token}, http.StatusNotFound, false},
+		{"early data", call{body: list, token: token, headers: map[string]string{"Early-Data": "1"}}, http.StatusTooEarly, false},
+		{"an upstream answer cut short", call{body: list, token: token}, http.StatusBadGateway, false},
+		{"revocations unknown", call{body: list, token: token}, http.StatusServiceUnavailable, true},
+	} {
+		unknown = c.stale
+		resp := h.do(t, c.c)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Fatalf("%s: status %d, want %d", c.name, resp.StatusCode, c.want)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		m.mu.Lock()
+		n, other := m.counts["refusal refused"], len(m.counts)
+		m.mu.Unlock()
+		if n == 4 || time.Now().After(deadline) {
+			if n != 4 {
+				t.Errorf(`refusals with reason "refused" = %d, want 4 (%d labels counted)`, n, other)
+			}
+			break
+		}
+	}
+}
