@@ -904,3 +904,78 @@ func (l *layout) authorizedReaches(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefixStrippedAfterGateway: README's layout for an MCP server that
+// answers at another path than the site shows strips the prefix in a
+// route after the gateway: an authorized initialize at /notes/mcp
+// reaches the upstream at /mcp. The same with handle_path (which strips
+// before anything in its block runs), or with uri in the handle block
+// without the route (Caddy orders uri before mcp_gateway), fails closed:
+// the gateway finds its endpoint at no path, answers 404, and the
+// upstream gets nothing.
+func TestPrefixStrippedAfterGateway(t *testing.T) {
+	var doc string
+	for _, b := range readmeConfigs(t) {
+		if strings.Contains(b.Text, "uri strip_prefix /notes") {
+			doc = b.Text
+		}
+	}
+	if doc == "" {
+		t.Fatal("no README config strips /notes")
+	}
+	handlePath := strings.NewReplacer(
+		"@notes path /notes/mcp /.well-known/oauth-protected-resource/notes/mcp\n\thandle @notes {\n\t\troute {", "handle_path /notes/* {\n\t\troute {",
+		"\t\t\turi strip_prefix /notes\n", "",
+	).Replace(doc)
+	// The route's handlers straight in the handle block, which orders
+	// uri before mcp_gateway.
+	noRoute := strings.NewReplacer("\t\troute {\n", "", "\n\t\t}\n\t}\n\n\thandle {", "\n\t}\n\n\thandle {").Replace(doc)
+	if handlePath == doc || noRoute == doc || strings.Contains(noRoute, "route {") {
+		t.Fatal("the README config's shape changed: rewrite the variants")
+	}
+	for _, tt := range []struct {
+		name   string
+		doc    string
+		status int
+		path   string // the path the upstream got, "" for none
+	}{
+		{"route after the gateway", doc, http.StatusOK, "/mcp"},
+		{"handle_path", handlePath, http.StatusNotFound, ""},
+		{"uri in the handle block", noRoute, http.StatusNotFound, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := startLayout(t, tt.doc)
+			if w := l.pluginWarnings(t); len(w) > 0 {
+				t.Errorf("Caddy warned:\n%s", strings.Join(w, "\n"))
+			}
+			g := l.gateways[0]
+			tok := l.tokens(t)[g.resource]
+			req, err := http.NewRequest(http.MethodPost, g.resource, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			var seen []string
+			for _, up := range l.upstreams {
+				seen = append(seen, up.take()...)
+			}
+			want := []string(nil)
+			if tt.path != "" {
+				want = []string{"POST " + tt.path + " no-token"}
+			}
+			if resp.StatusCode != tt.status || !slices.Equal(seen, want) {
+				t.Errorf("initialize at %s = %d, upstream saw %q; want %d and %q", g.resource, resp.StatusCode, seen, tt.status, want)
+			}
+			if hits := l.probe(t); len(hits) > 0 {
+				t.Errorf("without a valid token the upstream received:\n%s", strings.Join(hits, "\n"))
+			}
+		})
+	}
+}
