@@ -814,7 +814,7 @@ func (c *cli) migrateStorage() *cobra.Command {
 			}
 			n, err := dst.Import(ctx, src.Export)
 			if errors.Is(err, store.ErrAlreadyExists) {
-				return fmt.Errorf("migrate-storage: the database already holds entries of this store; nothing was copied (migrate into an empty database): %w", err)
+				return fmt.Errorf("migrate-storage: the database already holds entries, of this store or of another deployment; nothing was copied (migrate into an empty database): %w", err)
 			}
 			if err != nil {
 				return fmt.Errorf("migrate-storage: nothing was copied: %w", err)

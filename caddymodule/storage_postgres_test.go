@@ -265,6 +265,56 @@ func TestMigrateStorageWhereTheServerLogsParameters(t *testing.T) {
 // and reads back every live entry with its expiry; expired entries stay
 // behind, a second copy into the same database is refused whole, and a
 // bolt file in use is refused.
+// TestMigrateStorageIntoDatabaseInUse: migrate-storage copies into an
+// empty database only. Into one another deployment uses (another issuer
+// URL: signing keys, users and clients under keys of their own, none the
+// copy's), it was refused only for an entry under one of the copy's own
+// keys, so the two stores were merged: each deployment's keys, users and
+// clients beside the other's. It is refused, copying nothing; a database
+// holding only expired entries, which no reader sees, takes the copy.
+func TestMigrateStorageIntoDatabaseInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mcp-auth.db")
+	src, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Update(context.Background(), func(tx store.Tx) error { return tx.Put("keys", "ours", []byte("private"), time.Time{}) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		expires time.Time // of the entry the database holds
+		refused bool
+	}{
+		{"another deployment's live entry", time.Time{}, true},
+		{"an expired entry only", time.Now().Add(-time.Minute), false},
+	} {
+		dsn := pgtest.NewDatabase(t)
+		dst, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dst.Update(context.Background(), func(tx store.Tx) error { return tx.Put("keys", "theirs", []byte("private"), tt.expires) }); err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", path, "--to", dsn)
+		if refused := err != nil && strings.Contains(err.Error(), "already holds entries"); refused != tt.refused || !tt.refused && !strings.Contains(out, "copied 1 entries") {
+			t.Errorf("%s: migrate-storage = %q, %v; want refused %v", tt.name, out, err, tt.refused)
+		}
+		err = dst.View(context.Background(), func(tx store.Tx) error {
+			_, err := tx.Get("keys", "ours")
+			return err
+		})
+		if copied := err == nil; copied == tt.refused {
+			t.Errorf("%s: Get(keys/ours) after migrate-storage = %v, want copied %v", tt.name, err, !tt.refused)
+		}
+		dst.Close()
+	}
+}
+
 func TestMigrateStorage(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mcp-auth.db")
 	clock := time.Now()

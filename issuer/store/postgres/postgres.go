@@ -622,10 +622,14 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 }
 
 // Import copies entries into the store in one transaction, as Create
-// does: it fails, writing nothing, if the store already holds a live entry
-// under one of their keys, so it fills an empty database and never mixes
-// two states. entries calls put for each entry (an exporter such as
-// bolt.Store.Export); Import returns how many it copied.
+// does: it fails with store.ErrAlreadyExists, writing nothing, if the
+// store already holds a live entry, under one of their keys or any
+// other, so it fills an empty database and never mixes two states (a
+// database another deployment uses, under another issuer URL, holds
+// signing keys, users and clients under keys of their own, which a copy
+// checked for its own keys only would sit beside). entries calls put for
+// each entry (an exporter such as bolt.Store.Export); Import returns how
+// many it copied.
 func (s *Store) Import(ctx context.Context, entries func(ctx context.Context, put func(bucket, key string, value []byte, expires time.Time) error) error) (int, error) {
 	n := 0
 	err := s.update(ctx, func(st store.Tx) error {
@@ -636,6 +640,13 @@ func (s *Store) Import(ctx context.Context, entries func(ctx context.Context, pu
 		t := st.(*tx)
 		if _, err := t.ptx.Exec(t.ctx, "SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
 			return err
+		}
+		var held bool
+		if err := t.ptx.QueryRow(t.ctx, "SELECT EXISTS (SELECT 1 FROM mcp_auth_entries WHERE expires IS NULL OR expires > $1)", t.now).Scan(&held); err != nil {
+			return err
+		}
+		if held {
+			return fmt.Errorf("the database holds live entries: %w", store.ErrAlreadyExists)
 		}
 		return entries(ctx, func(bucket, key string, value []byte, expires time.Time) error {
 			if err := st.Create(bucket, key, value, expires); err != nil {
