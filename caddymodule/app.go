@@ -677,6 +677,7 @@ func (a *App) Start() error {
 	if httpApp != nil {
 		warnUnguardedProxies(httpApp, a.log)
 		warnCookieProxies(httpApp, a.log)
+		warnHostCopies(httpApp, a.log)
 		warnLenientProxies(httpApp, a.log)
 		warnIssuerOffSite(a.url, httpApp, a.log)
 		urls := []string{a.url}

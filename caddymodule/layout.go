@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/json"
 	"maps"
+	"net/http"
 	"reflect"
 	"slices"
 	"sort"
@@ -22,6 +23,9 @@ type unguardedProxy struct {
 	server    string
 	upstreams []string
 	match     string // the matchers on the way to it, outermost first
+	// copies names a handler that copies the client's host before a
+	// gateway ("vars", "request_header": hostCopy), "" for a proxy.
+	copies string
 }
 
 // unguardedProxies finds, in every server of the http app, the
@@ -45,7 +49,19 @@ type unguardedProxy struct {
 // path included, so a proxy there is unguarded unless a gateway runs
 // before it in the error routes themselves.
 func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
-	return proxiesPast(app, isGateway)
+	return slices.DeleteFunc(proxiesPast(app, isGateway), func(p unguardedProxy) bool { return p.copies != "" })
+}
+
+// hostCopies finds, in the sites with a gateway, the vars and
+// request_header handlers that copy the client's host (hostCopy) before
+// a gateway runs: the gateway sets the resource's host for the handlers
+// after it, and the host placeholders read it then, but a copy made
+// before holds whatever Host the client sent, in a site answering more
+// than one host, and an upstream address, a header_up or the upstream
+// itself routing on it (request_header X-Tenant {labels.2}) goes where
+// the client named, with a token for this resource.
+func hostCopies(app *caddyhttp.App) []unguardedProxy {
+	return slices.DeleteFunc(proxiesPast(app, isGateway), func(p unguardedProxy) bool { return p.copies == "" })
 }
 
 func isGateway(h caddyhttp.MiddlewareHandler) bool {
@@ -71,7 +87,7 @@ func cookieProxies(app *caddyhttp.App) []unguardedProxy {
 		_, iss := h.(*IssuerHandler)
 		return iss || isGateway(h)
 	}), func(p unguardedProxy) bool {
-		return slices.ContainsFunc(gatewayOpen, func(g unguardedProxy) bool { return reflect.DeepEqual(g, p) })
+		return p.copies != "" || slices.ContainsFunc(gatewayOpen, func(g unguardedProxy) bool { return reflect.DeepEqual(g, p) })
 	})
 }
 
@@ -254,6 +270,9 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 				hasGateway = hasGateway || gw
 				open = append(open, sub...)
 			default:
+				if c := hostCopy(h); c != "" && !guarded {
+					open = append(open, unguardedProxy{server: w.server, match: strings.Join(rpath, " > "), copies: c})
+				}
 				if mayChangeRequest(h) {
 					cov, changes = cov.changed(), true
 				}
@@ -262,6 +281,56 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 	}
 	return hasGateway, open, changes
 }
+
+// hostCopy names h, "vars" or "request_header", when it copies the
+// client's host into a variable or a request header field: a value
+// holding a placeholder of the host, its labels or port, or the TLS
+// server name, which the gateway sets to the resource's for the
+// handlers after it only (in a Caddyfile, {host}, {hostport}, {port}
+// and {labels.N} are these).
+func hostCopy(h caddyhttp.MiddlewareHandler) string {
+	var values []string
+	name := ""
+	switch h := h.(type) {
+	case *caddyhttp.VarsMiddleware:
+		name = "vars"
+		for k, v := range *h {
+			values = append(values, k)
+			if s, ok := v.(string); ok {
+				values = append(values, s)
+			}
+		}
+	case *headers.Handler:
+		if h.Request == nil {
+			return ""
+		}
+		name = "request_header"
+		for _, vv := range []http.Header{h.Request.Add, h.Request.Set} {
+			for _, v := range vv {
+				values = append(values, v...)
+			}
+		}
+		for _, rs := range h.Request.Replace {
+			for _, r := range rs {
+				values = append(values, r.Replace)
+			}
+		}
+	default:
+		return ""
+	}
+	for _, v := range values {
+		for _, p := range hostPlaceholders {
+			if strings.Contains(v, p) {
+				return name
+			}
+		}
+	}
+	return ""
+}
+
+// hostPlaceholders are the starts of the placeholders of the request's
+// host (host, hostport, host.labels.N), port and TLS server name.
+var hostPlaceholders = []string{"{http.request.host", "{http.request.port}", "{http.request.tls.server_name}"}
 
 // requestKept are the handlers known to leave what matchers read of a
 // request as it was; any other (rewrite, uri, handle_path's prefix
@@ -353,6 +422,16 @@ func warnCookieProxies(app *caddyhttp.App, log *zap.Logger) {
 			zap.String("server", p.server),
 			zap.Strings("upstreams", p.upstreams),
 			zap.String("match", p.match))
+	}
+}
+
+// warnHostCopies logs a warning for each handler of the http app that
+// copies the client's host before a gateway (hostCopies).
+func warnHostCopies(app *caddyhttp.App, log *zap.Logger) {
+	for _, c := range hostCopies(app) {
+		log.Warn(c.copies+" copies the client's host before mcp_gateway: the gateway sends each request to the resource's host, and the host placeholders read it after the gateway, but what was copied before holds whatever Host the client sent, so an upstream address, a header_up, or an upstream routing on a header made of it acts for the host the client named, with a token for this resource; route by host with map, or with a host matcher and a gateway per host",
+			zap.String("server", c.server),
+			zap.String("match", c.match))
 	}
 }
 

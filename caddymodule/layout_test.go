@@ -258,6 +258,71 @@ func TestCookieProxies(t *testing.T) {
 	}
 }
 
+// TestHostCopies: vars and request_header, which Caddy orders before
+// mcp_gateway, copy the Host the client sent when their values hold a
+// host placeholder ({host}, {labels.N}, {hostport}, {port}, the TLS
+// server name): the gateway sets the resource's host for the handlers
+// after it only (TestHostCopiedBeforeGateway runs it), so in a site
+// answering more than one host an upstream routing on the copy acts for
+// the host the client named. Caddy warns of each such handler in a site
+// with a gateway that runs before one; one after the gateway, one
+// copying something else, and one in a site without a gateway are not
+// warned of.
+func TestHostCopies(t *testing.T) {
+	host := func(h string) caddyhttp.MatcherSets {
+		return caddyhttp.MatcherSets{{caddyhttp.MatchHost{h}}}
+	}
+	route := func(h ...caddyhttp.MiddlewareHandler) caddyhttp.Route {
+		return caddyhttp.Route{Handlers: h}
+	}
+	sub := func(m caddyhttp.MatcherSets, routes ...caddyhttp.Route) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: m, Terminal: true, Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.Subroute{Routes: routes}}}
+	}
+	vars := func(v string) caddyhttp.MiddlewareHandler { return &caddyhttp.VarsMiddleware{"tenant": v} }
+	reqHeader := func(v string) caddyhttp.MiddlewareHandler {
+		return &headers.Handler{Request: &headers.HeaderOps{Set: map[string][]string{"X-Tenant": {v}}}}
+	}
+	replaced := &headers.Handler{Request: &headers.HeaderOps{Replace: map[string][]headers.Replacement{"X-Tenant": {{Search: "x", Replace: "{http.request.hostport}"}}}}}
+	gw, proxy := &GatewayHandler{}, &reverseproxy.Handler{}
+	for _, tt := range []struct {
+		name   string
+		routes caddyhttp.RouteList
+		want   []string // the handlers warned of
+	}{
+		{"vars of a host label", caddyhttp.RouteList{route(vars("{http.request.host.labels.2}")), route(gw), route(proxy)}, []string{"vars"}},
+		{"request_header of the host", caddyhttp.RouteList{route(reqHeader("{http.request.host}")), route(gw), route(proxy)}, []string{"request_header"}},
+		{"request_header replacing with the hostport", caddyhttp.RouteList{route(replaced), route(gw), route(proxy)}, []string{"request_header"}},
+		{"vars of the TLS server name", caddyhttp.RouteList{route(vars("{http.request.tls.server_name}")), route(gw), route(proxy)}, []string{"vars"}},
+		{"vars of the port", caddyhttp.RouteList{route(vars("{http.request.port}")), route(gw), route(proxy)}, []string{"vars"}},
+		{"vars of something else", caddyhttp.RouteList{route(vars("{http.request.uri.path}")), route(reqHeader("static")), route(gw), route(proxy)}, nil},
+		{"after the gateway", caddyhttp.RouteList{route(gw, vars("{http.request.host}"), reqHeader("{http.request.host}"), proxy)}, nil},
+		{"response header of the host", caddyhttp.RouteList{route(&headers.Handler{Response: &headers.RespHeaderOps{HeaderOps: &headers.HeaderOps{Set: map[string][]string{"X-Host": {"{http.request.host}"}}}}}), route(gw), route(proxy)}, nil},
+		{"another site without a gateway", caddyhttp.RouteList{
+			sub(host("mcp.example.com"), route(gw), route(proxy)),
+			sub(host("app.example.com"), route(vars("{http.request.host}")), route(proxy)),
+		}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			app := &caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": {Routes: tt.routes}}}
+			var got []string
+			for _, c := range hostCopies(app) {
+				got = append(got, c.copies)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("hostCopies() = %q, want %q", got, tt.want)
+			}
+			if p := unguardedProxies(app); len(p) != 0 {
+				t.Errorf("unguardedProxies() = %v, want none", p)
+			}
+			core, logs := observer.New(zap.WarnLevel)
+			warnHostCopies(app, zap.New(core))
+			if n := logs.FilterMessageSnippet("copies the client's host before mcp_gateway").Len(); n != len(tt.want) {
+				t.Errorf("warnings = %d, want %d", n, len(tt.want))
+			}
+		})
+	}
+}
+
 // TestWarnLenientProxies: a server that trusts proxies without
 // trusted_proxies_strict takes the client's address from the leftmost
 // X-Forwarded-For entry, which the client writes, so the brute-force
