@@ -24,8 +24,10 @@ type unguardedProxy struct {
 	upstreams []string
 	match     string // the matchers on the way to it, outermost first
 	// copies names a handler that copies the client's host before a
-	// gateway ("vars", "request_header": hostCopy), "" for a proxy.
+	// gateway ("vars", "request_header": hostCopy), "" for a proxy; sni,
+	// that it copies the TLS server name.
 	copies string
+	sni    bool
 }
 
 // unguardedProxies finds, in every server of the http app, the
@@ -244,6 +246,12 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 						w.sites = append(w.sites, r.MatcherSets)
 					}
 					if gw || w.gatewaySite != nil && w.gatewaySite(r.MatcherSets) {
+						if oneHost(r.MatcherSets) {
+							// Its requests all name that host: a copy of
+							// the host is the resource's, but for the
+							// TLS server name, which Caddy lets differ.
+							sub = slices.DeleteFunc(sub, func(p unguardedProxy) bool { return p.copies != "" && !p.sni })
+						}
 						w.found = append(w.found, sub...)
 					}
 					continue
@@ -270,8 +278,8 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 				hasGateway = hasGateway || gw
 				open = append(open, sub...)
 			default:
-				if c := hostCopy(h); c != "" && !guarded {
-					open = append(open, unguardedProxy{server: w.server, match: strings.Join(rpath, " > "), copies: c})
+				if c, sni := hostCopy(h); c != "" && !guarded {
+					open = append(open, unguardedProxy{server: w.server, match: strings.Join(rpath, " > "), copies: c, sni: sni})
 				}
 				if mayChangeRequest(h) {
 					cov, changes = cov.changed(), true
@@ -285,12 +293,11 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 // hostCopy names h, "vars" or "request_header", when it copies the
 // client's host into a variable or a request header field: a value
 // holding a placeholder of the host, its labels or port, or the TLS
-// server name, which the gateway sets to the resource's for the
-// handlers after it only (in a Caddyfile, {host}, {hostport}, {port}
+// server name (then sni), which the gateway sets to the resource's for
+// the handlers after it only (in a Caddyfile, {host}, {hostport}, {port}
 // and {labels.N} are these).
-func hostCopy(h caddyhttp.MiddlewareHandler) string {
+func hostCopy(h caddyhttp.MiddlewareHandler) (name string, sni bool) {
 	var values []string
-	name := ""
 	switch h := h.(type) {
 	case *caddyhttp.VarsMiddleware:
 		name = "vars"
@@ -302,7 +309,7 @@ func hostCopy(h caddyhttp.MiddlewareHandler) string {
 		}
 	case *headers.Handler:
 		if h.Request == nil {
-			return ""
+			return "", false
 		}
 		name = "request_header"
 		for _, vv := range []http.Header{h.Request.Add, h.Request.Set} {
@@ -316,21 +323,43 @@ func hostCopy(h caddyhttp.MiddlewareHandler) string {
 			}
 		}
 	default:
-		return ""
+		return "", false
 	}
+	copies := false
 	for _, v := range values {
-		for _, p := range hostPlaceholders {
-			if strings.Contains(v, p) {
-				return name
-			}
-		}
+		sni = sni || strings.Contains(v, "{http.request.tls.server_name}")
+		copies = copies || sni || strings.Contains(v, "{http.request.host") || strings.Contains(v, "{http.request.port}")
 	}
-	return ""
+	if !copies {
+		return "", false
+	}
+	return name, sni
 }
 
-// hostPlaceholders are the starts of the placeholders of the request's
-// host (host, hostport, host.labels.N), port and TLS server name.
-var hostPlaceholders = []string{"{http.request.host", "{http.request.port}", "{http.request.tls.server_name}"}
+// oneHost reports whether sets, a site's matchers, admit one host only:
+// one host matcher naming one host, no wildcard or placeholder.
+func oneHost(sets caddyhttp.MatcherSets) bool {
+	if len(sets) != 1 {
+		return false
+	}
+	n := 0
+	for _, m := range sets[0] {
+		var hosts caddyhttp.MatchHost
+		switch h := m.(type) {
+		case *caddyhttp.MatchHost:
+			hosts = *h
+		case caddyhttp.MatchHost:
+			hosts = h
+		default:
+			continue
+		}
+		if len(hosts) != 1 || strings.ContainsAny(hosts[0], "*{") {
+			return false
+		}
+		n++
+	}
+	return n == 1
+}
 
 // requestKept are the handlers known to leave what matchers read of a
 // request as it was; any other (rewrite, uri, handle_path's prefix

@@ -266,8 +266,9 @@ func TestCookieProxies(t *testing.T) {
 // answering more than one host an upstream routing on the copy acts for
 // the host the client named. Caddy warns of each such handler in a site
 // with a gateway that runs before one; one after the gateway, one
-// copying something else, and one in a site without a gateway are not
-// warned of.
+// copying something else, one in a site without a gateway, and one in
+// a site of one host copying the host (not the TLS server name), which
+// every request of the site names, are not warned of.
 func TestHostCopies(t *testing.T) {
 	host := func(h string) caddyhttp.MatcherSets {
 		return caddyhttp.MatcherSets{{caddyhttp.MatchHost{h}}}
@@ -301,6 +302,12 @@ func TestHostCopies(t *testing.T) {
 			sub(host("mcp.example.com"), route(gw), route(proxy)),
 			sub(host("app.example.com"), route(vars("{http.request.host}")), route(proxy)),
 		}, nil},
+		// A site of one host: every request names it, so a copy of the
+		// host is the resource's; the TLS server name may differ.
+		{"a site of one host", caddyhttp.RouteList{sub(host("mcp.example.com"), route(vars("{http.request.host.labels.2}")), route(gw), route(proxy))}, nil},
+		{"a site of one host, the server name", caddyhttp.RouteList{sub(host("mcp.example.com"), route(reqHeader("{http.request.tls.server_name}")), route(gw), route(proxy))}, []string{"request_header"}},
+		{"a site of two hosts", caddyhttp.RouteList{sub(caddyhttp.MatcherSets{{caddyhttp.MatchHost{"a.example.com", "b.example.com"}}}, route(vars("{http.request.host}")), route(gw), route(proxy))}, []string{"vars"}},
+		{"a wildcard site", caddyhttp.RouteList{sub(host("*.example.com"), route(vars("{http.request.host.labels.2}")), route(gw), route(proxy))}, []string{"vars"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			app := &caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": {Routes: tt.routes}}}
