@@ -9,13 +9,33 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
 // UnmarshalJSON reads the app's JSON configuration strictly, as Caddy
-// does, refusing a member given twice (see checkMembers).
+// does, refusing a member given twice (see checkMembers), and a
+// revocation_max_stale of 0, which the Caddyfile cannot write
+// (durationArg): 0 reads as the default, 30 seconds, so written to have
+// the gateways refuse tokens as soon as the revocations may be stale it
+// let them take tokens revoked elsewhere for 30 seconds more.
 func (a *App) UnmarshalJSON(b []byte) error {
 	type plain App
-	return decodeMembersOnce(b, (*plain)(a))
+	if err := decodeMembersOnce(b, (*plain)(a)); err != nil {
+		return err
+	}
+	var given struct {
+		MaxStale *caddy.Duration `json:"revocation_max_stale"`
+	}
+	if err := json.Unmarshal(b, &given); err != nil {
+		return err
+	}
+	if given.MaxStale != nil && *given.MaxStale == 0 {
+		return fmt.Errorf("revocation_max_stale 0: want a duration of at least twice revocation_resync, such as \"2s\" (0 would mean the default, %v)", issuer.DefaultRevocationMaxStale)
+	}
+	return nil
 }
 
 // UnmarshalJSON reads the gateway's JSON configuration strictly, as Caddy

@@ -163,3 +163,33 @@ func TestJSONIntrospectionCacheZeroRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONRevocationMaxStaleZeroRefused: in a JSON config,
+// "revocation_max_stale": 0 (or "0s") is refused, as the Caddyfile
+// cannot write it: 0 reads as the default, 30 seconds, so an operator who
+// wrote it to have the gateways refuse tokens as soon as the revocations
+// may be stale had them take tokens revoked elsewhere for 30 seconds
+// more. A duration loads, and so does leaving it out.
+func TestJSONRevocationMaxStaleZeroRefused(t *testing.T) {
+	for _, tt := range []struct {
+		json string
+		err  string // "" to load
+		want caddy.Duration
+	}{
+		{`{"revocation_max_stale":0}`, "revocation_max_stale 0: want a duration", 0},
+		{`{"revocation_max_stale":"0s"}`, "revocation_max_stale 0: want a duration", 0},
+		{`{"revocation_max_stale":"2s"}`, "", caddy.Duration(2 * time.Second)},
+		{`{}`, "", 0},
+		{`{"revocation_max_stale":"2s","REVOCATION_MAX_STALE":0}`, "twice", 0},
+	} {
+		var a App
+		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &a)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: %v, want %q", tt.json, err, tt.err)
+			continue
+		}
+		if tt.err == "" && a.RevocationMaxStale != tt.want {
+			t.Errorf("%s: read as %v, want %v", tt.json, a.RevocationMaxStale, tt.want)
+		}
+	}
+}
