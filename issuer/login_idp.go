@@ -476,10 +476,48 @@ func disabledUnderAnotherName(tx store.Tx, q, p *IdentityProvider, id *idpIdenti
 			return err
 		}
 	}
+	if found == "" {
+		// A provider whose sub is per application (Entra ID's, pairwise
+		// subject identifiers) gives the person another sub at each
+		// sibling: the claim that names the user there is what links the
+		// two accounts (sameNameAtSibling).
+		switch name, err := sameNameAtSibling(tx, q, p, id.username); {
+		case err != nil:
+			return err
+		case name != "":
+			found = name
+		}
+	}
 	if found != "" {
 		return fmt.Errorf("%w: its subject's account %q is disabled", errIdPRefused, found)
 	}
 	return nil
+}
+
+// sameNameAtSibling is the disabled account, or "", that q, a sibling
+// of p in its population (another application registered at the same
+// provider), keeps under the user_claim value of username, p's account:
+// the same claim of the same issuer and tenant names the same person
+// (Entra ID's oid), whatever sub each application was told. A provider
+// whose sub is per application would otherwise let a person disabled at
+// one application in at the other, under an account of the same name.
+// A value given to another person since (an email address) keeps that
+// person out at q's sibling as it does at q.
+func sameNameAtSibling(tx store.Tx, q, p *IdentityProvider, username string) (string, error) {
+	value, ok := strings.CutPrefix(username, p.Name+":")
+	if q.Name == p.Name || q.UserClaim != p.UserClaim || !ok {
+		return "", nil
+	}
+	name := q.Name + ":" + value
+	switch u, err := usersIn(tx).get(name); {
+	case errors.Is(err, store.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", err
+	case u.Disabled && u.IdentityProvider == q.Name && (u.IdPIssuer == "" || u.IdPIssuer == q.Issuer && u.IdPTenant == q.Tenant):
+		return name, nil
+	}
+	return "", nil
 }
 
 // provisionedUser is the record provision writes for id's login at at.

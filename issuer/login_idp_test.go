@@ -2152,6 +2152,79 @@ func TestIdPDisableEndsOtherAccountsSessions(t *testing.T) {
 	}
 }
 
+// TestIdPDisabledAtSiblingPairwiseSub: two applications registered at
+// one provider whose sub is per application (Entra ID's: pairwise
+// subject identifiers), both naming users by the same claim (oid, which
+// is the person's at every application). Disabling the person's account
+// at either keeps them out at the other: its login session ends, its
+// refresh is refused, and its sign-in is refused; enabling it again lets
+// them in. Their subs differ, so the sub alone, which links the
+// accounts of a provider whose sub is the person's, linked nothing: the
+// person disabled at one application went on at the other.
+func TestIdPDisabledAtSiblingPairwiseSub(t *testing.T) {
+	for _, disabled := range []string{"corp", "corp-b"} {
+		t.Run(disabled, func(t *testing.T) {
+			var stub *stubIdP
+			e := newBrowserEnv(t, func(c *Config) {
+				stub = newStubIdP(t, c.Now)
+				for _, app := range []struct{ name, clientID string }{{"corp", "app-a"}, {"corp-b", "app-b"}} {
+					c.IdentityProviders = append(c.IdentityProviders, IdentityProvider{Name: app.name, Issuer: stub.srv.URL,
+						ClientID: app.clientID, ClientSecret: "stub-secret", UserClaim: "oid", GroupMap: map[string][]string{"eng": {"staff"}}})
+				}
+			})
+			stub.set(func(s *stubIdP) {
+				s.claims["oid"] = "o-1"
+				s.editToken = func(c jwt.MapClaims) { c["sub"] = "pairwise-" + c["aud"].(string) }
+			})
+			other := map[string]string{"corp": "corp-b", "corp-b": "corp"}[disabled]
+			browser := e.browser()
+			for _, name := range []string{other, disabled} {
+				b := e.browser()
+				if name == other {
+					b = browser
+				}
+				if res := e.idpSignInAt(t, b, name, nil, ""); res.status != http.StatusSeeOther {
+					t.Fatalf("sign-in at %s = %d %q, want 303", name, res.status, res.body)
+				}
+			}
+			var u User
+			if err := e.get(bucketUsers, other+":o-1", &u); err != nil || u.IdPSubject != "pairwise-"+map[string]string{"corp": "app-a", "corp-b": "app-b"}[other] {
+				t.Fatalf("user %s: sub %q (%v), want its application's", other+":o-1", u.IdPSubject, err)
+			}
+			code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: other + ":o-1", redirect: bRedirect,
+				resource: bResource, scopes: []string{"files:read", "offline_access"}})
+			tok, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.iss.DisableUser(t.Context(), disabled+":o-1"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := browser.Get(e.url(pathAuthorize, authParams(testChallenge)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, pathLogin) {
+				t.Errorf("%s's session after the disable at %s: authorize goes to %q, want the login page", other, disabled, loc)
+			}
+			a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {bClientID}}, "")
+			if a.status != http.StatusBadRequest {
+				t.Errorf("%s's refresh after the disable at %s = %d %s, want 400", other, disabled, a.status, a.raw)
+			}
+			if res := e.idpSignInAt(t, e.browser(), other, nil, ""); res.status != http.StatusForbidden || !strings.Contains(res.body, "may not sign in here") {
+				t.Errorf("sign-in at %s after the disable at %s = %d %q, want 403 may not sign in here", other, disabled, res.status, res.body)
+			}
+			if err := e.iss.EnableUser(t.Context(), disabled+":o-1"); err != nil {
+				t.Fatal(err)
+			}
+			if res := e.idpSignInAt(t, e.browser(), other, nil, ""); res.status != http.StatusSeeOther {
+				t.Errorf("sign-in at %s once enabled = %d %q, want 303", other, res.status, res.body)
+			}
+		})
+	}
+}
+
 // TestIdPDisabledUserAfterUserClaimSub: a person disabled while the
 // provider named its users by email stays refused after the operator
 // changes user_claim to sub (or drops it: sub is the default): the

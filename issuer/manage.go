@@ -385,7 +385,9 @@ func (i *Issuer) setUserDisabled(ctx context.Context, name string, disabled bool
 // at the other providers of its population (directory.population): the
 // same sub and population under another name that a user_claim other
 // than sub gave, now or under an earlier user_claim, or that another
-// application registered at the same provider gave. Disabling u ends
+// application registered at the same provider gave, and at such a
+// sibling the account of u's user_claim value, which a provider whose
+// sub is per application gave another sub (sameNameAtSibling). Disabling u ends
 // their sessions and grants too, as their sign-ins are refused
 // (disabledUnderAnotherName).
 func (i *Issuer) sameSubAccounts(tx store.Tx, u *User) ([]string, error) {
@@ -404,6 +406,19 @@ func (i *Issuer) sameSubAccounts(tx store.Tx, u *User) ([]string, error) {
 		})
 		if err != nil {
 			return nil, err
+		}
+		// The account of the same user_claim value at a sibling whose
+		// sub for the person is another (sameNameAtSibling).
+		value, ok := strings.CutPrefix(u.Username, p.Name+":")
+		if q.Name == p.Name || q.UserClaim != p.UserClaim || !ok || slices.Contains(names, q.Name+":"+value) {
+			continue
+		}
+		switch s, err := usersIn(tx).get(q.Name + ":" + value); {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return nil, err
+		case s.IdentityProvider == q.Name && (s.IdPIssuer == "" || u.IdPIssuer == "" || s.IdPIssuer == u.IdPIssuer && s.IdPTenant == u.IdPTenant):
+			names = append(names, s.Username)
 		}
 	}
 	return names, nil
