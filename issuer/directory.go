@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -364,6 +365,24 @@ func shownAs(id string, unknownSelf bool) func(c *Client, err error) (string, bo
 	}
 }
 
+// idWithheld is an error of a failed store read (not a missing entry) by
+// a client id a request named, read without that id: the stores quote the
+// key they read (%q), and a caller that swapped its credentials (the
+// secret in the id's place, as in a deployment's settings) had its secret
+// written to the error log when the database failed during the lookup
+// (a connection ended: seen on the binary), where an unknown id is never
+// named (clientAuthFailed).
+type idWithheld struct {
+	err error
+	id  string
+}
+
+func (e idWithheld) Error() string {
+	return strings.ReplaceAll(e.err.Error(), strconv.Quote(e.id), `"(the client id)"`)
+}
+
+func (e idWithheld) Unwrap() error { return e.err }
+
 // errNotHeld: a Client ID Metadata Document findClient was not to fetch.
 var errNotHeld = ErrInvalidClient.WithDescription("client metadata document not held")
 
@@ -396,7 +415,7 @@ func (d *directory) findClient(ctx context.Context, id string, fetch bool) (*Cli
 	case err == nil:
 		return c, nil
 	case !errors.Is(err, store.ErrNotFound):
-		return nil, fmt.Errorf("look up client: %w", err)
+		return nil, fmt.Errorf("look up client: %w", idWithheld{err, id})
 	}
 	// An agent authenticates as itself; a disabled one cannot.
 	a, aerr := d.lookupAgent(ctx, id)
@@ -406,7 +425,7 @@ func (d *directory) findClient(ctx context.Context, id string, fetch bool) (*Cli
 	case errors.Is(aerr, errAgentDisabled):
 		return nil, ErrInvalidClient.WithDescription("agent disabled").Wrap(aerr)
 	case !errors.Is(aerr, store.ErrNotFound):
-		return nil, fmt.Errorf("look up agent: %w", aerr)
+		return nil, fmt.Errorf("look up agent: %w", idWithheld{aerr, id})
 	case d.cimd.isClientID(id) && !fetch:
 		if c, ok := d.cimd.held(ctx, id); ok {
 			return c, nil

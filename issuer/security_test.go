@@ -1,19 +1,27 @@
 package issuer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // countingMetrics counts every call by its arguments.
@@ -213,6 +221,89 @@ func TestClientAuthFailureNamesOnlyClients(t *testing.T) {
 	}
 	if reasons["unknown_client"] == 0 || reasons["throttled"] == 0 {
 		t.Errorf("security events by reason %v, want unknown_client and throttled", reasons)
+	}
+}
+
+// lookupFailsStore is a real store whose reads of one bucket fail, once
+// down is set, as the PostgreSQL store's do when the database ends the
+// connection during the read (a restart, a failover, an administrator's
+// pg_terminate_backend): with the key quoted, as every store quotes it.
+type lookupFailsStore struct {
+	store.Store
+	bucket string
+	down   atomic.Bool
+}
+
+func (s *lookupFailsStore) View(ctx context.Context, fn func(store.Tx) error) error {
+	return s.Store.View(ctx, func(tx store.Tx) error { return fn(&lookupFailsTx{tx, s}) })
+}
+
+func (s *lookupFailsStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return s.Store.Update(ctx, func(tx store.Tx) error { return fn(&lookupFailsTx{tx, s}) })
+}
+
+type lookupFailsTx struct {
+	store.Tx
+	s *lookupFailsStore
+}
+
+func (t *lookupFailsTx) MayRunAlone() { store.MayRunAlone(t.Tx) }
+
+func (t *lookupFailsTx) Get(bucket, key string) ([]byte, error) {
+	if t.s.down.Load() && bucket == t.s.bucket {
+		return nil, fmt.Errorf("postgres: get %s/%q: %w: FATAL: terminating connection due to administrator command (SQLSTATE 57P01)",
+			bucket, key, store.ErrUnavailable)
+	}
+	return t.Tx.Get(bucket, key)
+}
+
+// TestClientLookupStoreErrorWithholdsID: when the store fails while a
+// client authentication looks up the client id it was sent (as a client
+// or as an agent), the request is answered 503 and the error log says
+// so without the id, which may be the client's secret sent in the id's
+// place (TestClientAuthFailureNamesOnlyClients): the store's error quoted
+// it, and the log held the secret of a client whose credentials were
+// swapped whenever a database connection ended during the lookup (seen
+// on the binary with PostgreSQL, the connections ended by
+// pg_terminate_backend).
+func TestClientLookupStoreErrorWithholdsID(t *testing.T) {
+	for _, bucket := range []string{bucketClients, bucketAgents} {
+		t.Run(bucket, func(t *testing.T) {
+			core, logs := observer.New(zap.DebugLevel)
+			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+			st := &lookupFailsStore{Store: memory.New(memory.Options{Now: clock.Now}), bucket: bucket}
+			e := newTokEnvStore(t, st, clock, func(c *Config) { c.Logger = zap.New(core) })
+			st.down.Store(true)
+			cc := url.Values{"grant_type": {"client_credentials"}}
+			for _, tc := range []struct {
+				name, path string
+				form       url.Values
+				basic      string
+			}{
+				{"token, Basic", pathToken, cc, tSecret + ":" + tConf},
+				{"token, form", pathToken, url.Values{"grant_type": {"client_credentials"}, "client_id": {tSecret}, "client_secret": {tConf}}, ""},
+				{"token, form without a secret", pathToken, url.Values{"grant_type": {"client_credentials"}, "client_id": {tSecret}}, ""},
+				{"PAR", pathPAR, url.Values{"response_type": {"code"}, "redirect_uri": {tRedirect}}, tSecret + ":" + tConf},
+				{"revocation", pathRevoke, url.Values{"token": {"not-a-token"}}, tSecret + ":" + tConf},
+				{"introspection", pathIntrospect, url.Values{"token": {"not-a-token"}}, tSecret + ":" + tConf},
+			} {
+				logs.TakeAll()
+				if a := e.post(t, tc.path, tc.form, tc.basic); a.status != http.StatusServiceUnavailable {
+					t.Errorf("%s: status %d %s, want 503 while the store fails", tc.name, a.status, a.raw)
+				}
+				failed := false
+				for _, entry := range logs.All() {
+					text := fmt.Sprint(entry.Message, entry.ContextMap())
+					if strings.Contains(text, tSecret) || strings.Contains(text, strconv.Quote(tSecret)) {
+						t.Errorf("%s: log entry %q holds the secret sent as the client id: %s", tc.name, entry.Message, text)
+					}
+					failed = failed || strings.Contains(text, "SQLSTATE 57P01")
+				}
+				if !failed {
+					t.Errorf("%s: no log entry says the store failed: %v", tc.name, logs.All())
+				}
+			}
+		})
 	}
 }
 
