@@ -93,9 +93,9 @@ func (g *Gateway) introspect(ctx context.Context, r *http.Request, key [sha256.S
 	if err != nil {
 		if ctx.Err() != nil {
 			// The client left; nothing to tell the operator.
-			g.log.Debug("token introspection abandoned", zap.String("issuer", g.cfg.Issuer), zap.Error(err))
+			g.log.Debug("token introspection abandoned", zap.String("issuer", g.cfg.Issuer), loggedError(err))
 		} else {
-			g.log.Warn("token introspection failed", zap.String("issuer", g.cfg.Issuer), zap.Error(err))
+			g.log.Warn("token introspection failed", zap.String("issuer", g.cfg.Issuer), loggedError(err))
 		}
 		return nil, time.Time{}, errIntrospectionUnavailable
 	}
@@ -535,15 +535,34 @@ func (ri *RemoteIntrospection) readEndpoint(ctx context.Context) (string, error)
 // fetch.
 const maxLoggedURL = 300
 
-// loggedURL is u for an error, without a password and cut to
-// maxLoggedURL bytes.
+// loggedURL is u for an error, without a password, cut to maxLoggedURL
+// bytes and escaped (loggedText).
 func loggedURL(u *url.URL) string { return cutURL(u.Redacted()) }
 
 // cutURL is a URL the issuer's metadata names, cut to maxLoggedURL
-// bytes for a log.
-func cutURL(s string) string {
-	s, _ = auditBound(s, maxLoggedURL)
+// bytes and escaped for a log (loggedText): Go keeps a query's
+// characters as written, U+009B too.
+func cutURL(s string) string { return loggedText(s, maxLoggedURL) }
+
+// loggedText is s, a remote issuer's value for the log (a kid, a URL its
+// metadata names), cut to max bytes, with what a terminal acts on or
+// hides written as a JSON escape, as audit events write a caller's text
+// (auditText): zap escapes C0 controls only, and a C1 control such as
+// U+009B (CSI) or a bidi character (U+202E) in an issuer's key set would
+// otherwise erase or rewrite the lines of an operator following the log.
+func loggedText(s string, max int) string {
+	s, _, _ = auditText(s, max, false)
 	return s
+}
+
+// loggedError is the log's field for err, an error about a remote
+// issuer's answer, escaped as loggedText escapes: its text may quote the
+// issuer's values raw (a host a lookup did not find, an error status of
+// a URL). Each value is cut where the error quotes it, so the text is
+// not cut again; escaping at most triples it.
+func loggedError(err error) zap.Field {
+	s := err.Error()
+	return zap.String("error", loggedText(s, 3*len(s)))
 }
 
 // cutURLError cuts the URL that an error of http.Client.Do or url.Parse

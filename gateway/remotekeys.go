@@ -204,7 +204,7 @@ func (k *RemoteKeys) fetchOnce(ctx context.Context) {
 	}()
 	keys, err := k.fetch(ctx)
 	if err != nil {
-		k.log.Warn("fetching issuer keys", zap.String("issuer", k.issuer), zap.Error(err))
+		k.log.Warn("fetching issuer keys", zap.String("issuer", k.issuer), loggedError(err))
 		k.mu.Lock()
 		k.failed = true
 		k.mu.Unlock()
@@ -378,7 +378,7 @@ func (k *RemoteKeys) fetchJWKS(ctx context.Context) (map[string]any, error) {
 	for _, raw := range set.Keys {
 		kid, key, err := parseJWK(raw)
 		if err != nil {
-			k.log.Debug("skipping JWK", logKid(kid), zap.Error(err))
+			k.log.Debug("skipping JWK", logKid(kid), loggedError(err))
 			continue
 		}
 		if prev, dup := keys[kid]; dup {
@@ -472,11 +472,10 @@ type issuerMetadata struct {
 }
 
 // logKid is the log's field for a kid the issuer's key set names, cut
-// to maxLoggedKid bytes: the set may be maxBytes of one kid, logged
-// with each fetch.
+// to maxLoggedKid bytes (the set may be maxBytes of one kid, logged with
+// each fetch) and escaped (loggedText).
 func logKid(kid string) zap.Field {
-	kid, _ = auditBound(kid, maxLoggedKid)
-	return zap.String("kid", kid)
+	return zap.String("kid", loggedText(kid, maxLoggedKid))
 }
 
 const (

@@ -1376,6 +1376,103 @@ func TestRemoteKeysLongKidCut(t *testing.T) {
 	}
 }
 
+// TestRemoteLogsTerminalSafe: the values of a remote issuer's documents
+// that the gateway logs, a kid its key set names twice, a key it skips,
+// the jwks_uri its metadata moves the keys to, the introspection_endpoint
+// it names (in the error of a failed call) and a host no lookup finds,
+// are written with C1 controls and bidi characters escaped, as audit
+// events write a caller's text: zap escapes C0 controls only, and a
+// hostile issuer's CSI (U+009B) would erase an operator's terminal, its
+// U+202E reverse what follows on the line. The values stay readable,
+// escaped (\u009b).
+func TestRemoteLogsTerminalSafe(t *testing.T) {
+	const evil = "\u009b2J\u009b3J\u202eevil" // CSI erase display, CSI erase scrollback, right-to-left override
+	a, _, _ := ed25519.GenerateKey(nil)
+	b, _, _ := ed25519.GenerateKey(nil)
+	var moved atomic.Bool
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/jwks":
+			if moved.Load() {
+				http.NotFound(w, r)
+				return
+			}
+			json.NewEncoder(w).Encode(map[string]any{"keys": []any{edJWK("k"+evil, a), edJWK("k"+evil, b),
+				map[string]any{"kid": "c" + evil, "kty": "EC", "crv": "P-256"}}})
+		case "/moved", "/introspect":
+			http.Error(w, "unavailable", http.StatusInternalServerError)
+		default:
+			md := map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + "/jwks", "introspection_endpoint": srv.URL + "/introspect?" + evil}
+			if moved.Load() {
+				md["jwks_uri"] = srv.URL + "/moved?" + evil
+			}
+			json.NewEncoder(w).Encode(md)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	core, logs := observer.New(zap.DebugLevel)
+	log := zap.New(core)
+
+	rk := NewRemoteKeys(srv.URL, srv.Client(), log)
+	t.Cleanup(rk.Close)
+	now := testNow
+	rk.now = func() time.Time { return now }
+	rk.PublicKey(t.Context(), "k1")
+	moved.Store(true)
+	now = now.Add(time.Minute)
+	rk.PublicKey(t.Context(), "k2")
+
+	// An issuer whose metadata names a host no lookup finds: the error
+	// names the host.
+	var far *httptest.Server
+	far = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"issuer": far.URL, "jwks_uri": "https://k" + evil + ".invalid/jwks"})
+	}))
+	t.Cleanup(far.Close)
+	hosts := NewRemoteKeys(far.URL, far.Client(), log)
+	t.Cleanup(hosts.Close)
+	hosts.PublicKey(t.Context(), "k1")
+
+	ri, err := NewRemoteIntrospection(srv.URL, "", gwClientID, gwClientSecret, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Introspector, cfg.Logger = ri, log
+	h := newHarness(t, cfg, nil)
+	if resp := h.do(t, call{body: toolCall("read_a"), token: "opaque-evil"}); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("introspection failing: status %d, want 503", resp.StatusCode)
+	}
+
+	for msg, field := range map[string]string{
+		"issuer publishes a kid twice; neither key is used": "kid",
+		"skipping JWK": "kid",
+		"the issuer's metadata names another jwks_uri": "jwks_uri",
+		"fetching issuer keys":                         "error",
+		"token introspection failed":                   "error",
+	} {
+		found := false
+		for _, e := range logs.FilterMessage(msg).All() {
+			v := fmt.Sprint(e.ContextMap()[field])
+			if !shownWhole(v) {
+				t.Errorf("%s: %s %q written raw", msg, field, v)
+			}
+			found = found || strings.Contains(v, `\u009b2J\u009b3J\u202eevil`)
+		}
+		if !found {
+			t.Errorf("%s: no %s naming the issuer's value escaped (%v)", msg, field, logs.FilterMessage(msg).All())
+		}
+	}
+	for _, e := range logs.All() {
+		for k, v := range e.ContextMap() {
+			if s := fmt.Sprint(v); !shownWhole(s) {
+				t.Errorf("%s: %s %q written raw", e.Message, k, s)
+			}
+		}
+	}
+}
+
 // TestRemoteKeysRefusedValuesCut: a jwks_uri the gateway refuses to
 // call (one Go cannot parse, a port out of range) or cannot reach (a
 // host no lookup finds, which the lookup's error names) and a key it
