@@ -24,6 +24,12 @@ func init() {
 const (
 	defaultBufferSize    = 64 << 10
 	defaultFlushInterval = 100 * time.Millisecond
+	// maxBufferSize bounds Size, in the Caddyfile and in JSON alike: the
+	// buffer is allocated whole when the writer is provisioned, and a
+	// JSON "size" of a terabyte stopped the process ("fatal error:
+	// runtime: out of memory", which no recover catches) at `caddy
+	// validate`, at start, or at a reload through the admin API.
+	maxBufferSize = 1 << 30
 )
 
 // BufferedWriter is a log writer (`output buffered`) that collects log
@@ -46,8 +52,8 @@ type BufferedWriter struct {
 	// FlushInterval is the longest an entry waits in the buffer
 	// (default 100ms).
 	FlushInterval caddy.Duration `json:"flush_interval,omitempty"`
-	// Size is the buffer's size in bytes (default 64 KiB); an entry
-	// larger than it is written at once.
+	// Size is the buffer's size in bytes (default 64 KiB, at most
+	// 1 GiB); an entry larger than it is written at once.
 	Size int `json:"size,omitempty"`
 
 	out caddy.WriterOpener
@@ -90,6 +96,9 @@ func (b *BufferedWriter) Provision(ctx caddy.Context) error {
 	}
 	if b.FlushInterval < 0 || b.Size < 0 {
 		return errors.New("buffered log writer: flush_interval and size must not be negative")
+	}
+	if b.Size > maxBufferSize {
+		return fmt.Errorf("buffered log writer: size %d: want at most %d (1GiB)", b.Size, maxBufferSize)
 	}
 	v, _, err := logBuffers.LoadOrNew(b.WriterKey(), func() (caddy.Destructor, error) {
 		return newLogBuffer(b.Size, time.Duration(b.FlushInterval)), nil
@@ -198,7 +207,7 @@ func (b *BufferedWriter) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			v, err := humanize.ParseBytes(s)
-			if err != nil || v == 0 || v > 1<<30 {
+			if err != nil || v == 0 || v > maxBufferSize {
 				return d.Errf("size %q: want a size from 1B to 1GiB", s)
 			}
 			b.Size = int(v)

@@ -562,3 +562,40 @@ func TestLogBufferAllocations(t *testing.T) {
 		t.Errorf("Write allocates %v times per entry, want 0", n)
 	}
 }
+
+// TestBufferedWriterJSONSizeBounded: a JSON configuration's "size" is
+// held to the Caddyfile's 1GiB. The buffer is allocated whole when the
+// writer is provisioned, so a "size" of a terabyte, unbounded, stopped
+// the process at `caddy validate`, at start or at a reload ("fatal
+// error: runtime: out of memory", which no recover catches); 2GiB (used
+// here, as a terabyte would stop the test binary) loaded.
+func TestBufferedWriterJSONSizeBounded(t *testing.T) {
+	config := func(size int64) []byte {
+		return fmt.Appendf(nil, `{
+	"admin": {"disabled": true, "config": {"persist": false}},
+	"logging": {"logs": {"audit": {
+		"writer": {"output": "buffered", "size": %d, "flush_interval": "1h",
+			"writer": {"output": "discard"}},
+		"include": ["http.handlers.mcp_gateway.audit"]
+	}}}
+}`, size)
+	}
+	for _, size := range []int64{1<<30 + 1, 2 << 30} {
+		err := caddy.Validate(mustConfig(t, config(size)))
+		if err == nil || !strings.Contains(err.Error(), "at most 1073741824 (1GiB)") {
+			t.Errorf(`"size": %d: Validate = %v, want an error naming the 1GiB bound`, size, err)
+		}
+	}
+	if err := caddy.Validate(mustConfig(t, config(64<<10))); err != nil {
+		t.Errorf(`"size": 65536: Validate = %v`, err)
+	}
+}
+
+func mustConfig(t *testing.T, b []byte) *caddy.Config {
+	t.Helper()
+	var cfg caddy.Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return &cfg
+}
