@@ -155,6 +155,16 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	id := r.PostForm.Get("req")
+	if s == nil {
+		// The form posted again, with the cookie of the session its
+		// first post replaced (a double-click on Sign in): the same
+		// browser signs in, its password checked again.
+		var err error
+		if s, err = i.sessions.signedInFrom(r); err != nil {
+			i.pages.serverErrorPage(w, err)
+			return
+		}
+	}
 	if !i.sessions.checkCSRF(r, s) {
 		if s != nil && s.User != "" && strings.TrimSpace(r.PostForm.Get("username")) == s.User && i.sessions.fromOwnPage(r) {
 			// A sign-in form shown before this browser signed in, in

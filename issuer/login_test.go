@@ -1103,3 +1103,129 @@ func TestLoginNamesCompareExactly(t *testing.T) {
 		t.Errorf("login as %q = %d, want 303", bUser, resp.StatusCode)
 	}
 }
+
+// TestSignInPostedTwice: a sign-in form posted again with the cookie of
+// the anonymous session its first post replaced (a double-click on Sign
+// in: the browser sends the second request before the first one's answer
+// arrives, and drops that answer, its new cookie with it) signs the
+// same browser in, its password checked again, and goes on to the
+// pending request's consent page. It said "Form expired", and the
+// pending request, bound to the browser, was out of reach: the user had
+// to start again from the application. The old cookie alone signs no
+// one in, and is taken for a sign-in only with its own form's CSRF token
+// and within 30 seconds; a signed-in session replaced leaves
+// nothing behind.
+func TestSignInPostedTwice(t *testing.T) {
+	post := func(t *testing.T, e *testEnv, cookie string, v url.Values) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, e.srv.URL+pathLogin, strings.NewReader(v.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", e.srv.URL)
+		req.AddCookie(&http.Cookie{Name: "mcp_session", Value: cookie})
+		resp, err := e.browser().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, resp)
+		return resp
+	}
+	sessionCookie := func(resp *http.Response) string {
+		for _, ck := range resp.Cookies() {
+			if ck.Name == "mcp_session" && ck.MaxAge > 0 {
+				return ck.Value
+			}
+		}
+		return ""
+	}
+	// signedInTwice posts the sign-in form, then the form as change
+	// makes it with the cookie the first post replaced, clock advanced
+	// by wait; it returns the second answer.
+	signedInTwice := func(t *testing.T, e *testEnv, wait time.Duration, change func(url.Values)) *http.Response {
+		t.Helper()
+		c, page, f := e.startLogin(t)
+		u, _ := url.Parse(page)
+		old := c.Jar.Cookies(u)[0].Value
+		v := f.hidden
+		v.Set("username", bUser)
+		v.Set("password", bPassword)
+		first := post(t, e, old, v)
+		if first.StatusCode != http.StatusSeeOther || !strings.HasPrefix(first.Header.Get("Location"), pathConsent+"?req=") || sessionCookie(first) == "" {
+			t.Fatalf("first post = %d %q, want 303 to the consent page and a new session", first.StatusCode, first.Header.Get("Location"))
+		}
+		e.clock.Advance(wait)
+		if change != nil {
+			change(v)
+		}
+		return post(t, e, old, v)
+	}
+	t.Run("again", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		second := signedInTwice(t, e, 2*time.Second, nil)
+		loc := second.Header.Get("Location")
+		sid := sessionCookie(second)
+		if second.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, pathConsent+"?req=") || sid == "" {
+			t.Fatalf("second post = %d %q, cookie %q, want 303 to the consent page and a session", second.StatusCode, loc, sid)
+		}
+		// The pending request is the new session's.
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+loc, nil)
+		req.AddCookie(&http.Cookie{Name: "mcp_session", Value: sid})
+		resp, err := e.browser().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="consent"`) {
+			t.Fatalf("consent page of the second sign-in = %d, want the consent form:\n%s", resp.StatusCode, body)
+		}
+	})
+	refused := []struct {
+		name   string
+		wait   time.Duration
+		change func(url.Values)
+		status int
+	}{
+		{"wrong password", time.Second, func(v url.Values) { v.Set("password", "not-the-password") }, http.StatusUnauthorized},
+		{"another CSRF token", time.Second, func(v url.Values) { v.Set(csrfField, maskCSRF("another-session-token-of-43-characters-xxxx")) }, http.StatusForbidden},
+		{"no CSRF token", time.Second, func(v url.Values) { v.Del(csrfField) }, http.StatusForbidden},
+		{"after the grace", 31 * time.Second, nil, http.StatusForbidden},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newBrowserEnv(t, nil)
+			second := signedInTwice(t, e, tc.wait, tc.change)
+			if second.StatusCode != tc.status || sessionCookie(second) != "" {
+				t.Errorf("second post = %d, cookie %q, want %d and no session", second.StatusCode, sessionCookie(second), tc.status)
+			}
+		})
+	}
+	t.Run("signed-in session replaced", func(t *testing.T) {
+		// bob signs in over alice's session: alice's old cookie and
+		// form are no sign-in of anyone's.
+		e := newBrowserEnv(t, nil)
+		c, page, f := e.startLogin(t)
+		v := f.hidden
+		v.Set("username", bUser)
+		v.Set("password", bPassword)
+		if resp, _ := e.postPage(t, c, f.action, v); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("sign-in = %d, want 303", resp.StatusCode)
+		}
+		u, _ := url.Parse(page)
+		alice := c.Jar.Cookies(u)[0].Value
+		resp, err := c.Get(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := findForm(t, readBody(t, resp), "login")
+		w := g.hidden
+		w.Set("username", "bob")
+		w.Set("password", bPassword)
+		if resp := post(t, e, alice, w); resp.StatusCode != http.StatusSeeOther || sessionCookie(resp) == "" {
+			t.Fatalf("bob's sign-in = %d, want 303 and a session", resp.StatusCode)
+		}
+		if resp := post(t, e, alice, w); resp.StatusCode != http.StatusForbidden || sessionCookie(resp) != "" {
+			t.Errorf("bob's form again with alice's replaced cookie = %d, cookie %q, want 403 and no session", resp.StatusCode, sessionCookie(resp))
+		}
+	})
+}

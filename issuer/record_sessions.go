@@ -129,3 +129,40 @@ func (r sessionRecords) deleteUsers(users ...string) error {
 		return r.t.delete(k)
 	})
 }
+
+// bucketSignedInFrom: tokenKey(the id of an anonymous session a sign-in
+// replaced) -> signedInFrom, for signedInFromTTL.
+const bucketSignedInFrom = "signed_in_from"
+
+// signedInFromTTL is how long a sign-in form posted again with the
+// cookie of the session its first post replaced is still taken.
+const signedInFromTTL = 30 * time.Second
+
+// signedInFrom is what is kept of an anonymous session that a sign-in
+// replaced: its browser and CSRF token. A sign-in form posted twice (a
+// double-click on Sign in) sends its second request with the cookie the
+// first one's answer replaced, or, as the browser drops the first
+// navigation for the second, never received: the session it names is
+// gone, and the second answer, which the browser shows, said "Form
+// expired", the pending request out of reach of the new session the
+// browser had not got. The second post is read as a sign-in of the same
+// browser, its password checked again (loginPost); it is not a session,
+// and the old id signs no one in by itself.
+type signedInFrom struct {
+	Browser string `json:"browser"`
+	CSRF    string `json:"csrf"`
+}
+
+type signedInFromRecords struct{ t table[signedInFrom] }
+
+func signedInFromIn(tx store.Tx) signedInFromRecords {
+	return signedInFromRecords{table[signedInFrom]{tx, bucketSignedInFrom}}
+}
+
+func (r signedInFromRecords) get(oldID string) (*signedInFrom, error) {
+	return r.t.get(tokenKey(oldID))
+}
+
+func (r signedInFromRecords) put(oldID string, f *signedInFrom, expires time.Time) error {
+	return r.t.put(tokenKey(oldID), f, expires)
+}

@@ -245,6 +245,9 @@ func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session
 			case !ok:
 				return errSignedOut
 			}
+			if err := keepSignedInFrom(tx, oldID, ss.now()); err != nil {
+				return err
+			}
 		}
 		return sessionsIn(tx).replace(oldID, id, s)
 	})
@@ -256,6 +259,49 @@ func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session
 	}
 	ss.setCookie(w, id, s.ExpiresAt)
 	return nil
+}
+
+// keepSignedInFrom keeps the browser and CSRF token of the session
+// oldID, when it is an anonymous one a sign-in replaces (signedInFrom).
+func keepSignedInFrom(tx store.Tx, oldID string, now time.Time) error {
+	if oldID == "" {
+		return nil
+	}
+	switch old, err := sessionsIn(tx).get(oldID); {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	case old.User != "":
+		// A signed-in session replaced (another account, a new login a
+		// request asked for) ends with no trace.
+		return nil
+	default:
+		return signedInFromIn(tx).put(oldID, &signedInFrom{Browser: old.Browser, CSRF: old.CSRF}, now.Add(signedInFromTTL))
+	}
+}
+
+// signedInFrom is the anonymous session, to be read for a sign-in only,
+// that the request's cookie named until a sign-in replaced it within
+// signedInFromTTL; nil when there is none.
+func (ss *sessions) signedInFrom(r *http.Request) (*session, error) {
+	ck, err := r.Cookie(ss.cookieName())
+	if err != nil || ck.Value == "" || len(ck.Value) > 100 {
+		return nil, nil
+	}
+	var f *signedInFrom
+	err = ss.store.View(r.Context(), func(tx store.Tx) error {
+		var err error
+		f, err = signedInFromIn(tx).get(ck.Value)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load replaced session: %w", err)
+	}
+	return &session{Browser: f.Browser, Issuer: ss.issuer, CSRF: f.CSRF}, nil
 }
 
 // end deletes the session and clears its cookie.

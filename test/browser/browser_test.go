@@ -803,3 +803,38 @@ func TestBackAfterDecisionLoadsAgain(t *testing.T) {
 		t.Errorf("Back after Revoke access shows %q (the page kept from before: %v), want the apps page loaded again, without the connection", text, kept)
 	}
 }
+
+// TestSignInDoubleClick: a double-click on Sign in, its second click
+// sent after the server has signed the first one in but before the
+// browser has its answer (a network slower than the password check),
+// ends on the consent page. The browser drops the first answer, and its
+// new session cookie with it, for the second, which carries the cookie
+// of the session the first one replaced: that said "Form expired", and
+// the pending request, bound to the browser, could no longer be reached.
+func TestSignInDoubleClick(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+	do(t, ctx, "open authorize and fill in the sign-in form",
+		chromedp.Navigate(ar.URL),
+		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=username]`), username),
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=password]`), password),
+	)
+	slowNetwork(t, ctx, 3000)
+	const button = `form#login button[type=submit]`
+	h := run(t, ctx, "find "+button, chromedp.Evaluate[allowHit](fmt.Sprintf(hitTest, button)))
+	do(t, ctx, "double-click "+button,
+		chromedp.MouseClickXY(h.X, h.Y),
+		chromedp.Sleep(1200*time.Millisecond),
+		chromedp.MouseClickXY(h.X, h.Y, chromedp.ClickCount(2)),
+	)
+	waitFor(t, func() bool {
+		left, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.readyState === "complete" && !document.querySelector("form#login")`))
+		return err == nil && left
+	})
+	if n := run(t, ctx, "find consent form", chromedp.Evaluate[int](`document.querySelectorAll("form#consent").length`)); n != 1 {
+		screenshot(t, ctx, "not-consent")
+		t.Fatalf("after a double-click on Sign in: %s", bodyText(t, ctx))
+	}
+}
