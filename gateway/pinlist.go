@@ -71,10 +71,19 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 			// server that keeps changing its list is refused).
 			key := fetchKey(x)
 			for try := 0; try < 2 && v == pinUnknown && err == nil && !g.pins.unlistedLately(key, m.Name); try++ {
-				err = g.pins.fetchOnce(ctx, key, x.p.holder, func() error { return g.learnTools(x, next) })
+				err = g.pins.fetchOnce(ctx, key, x.p.holder, func() error {
+					// The wait for a slot may have been long: a tools/list
+					// sent on behalf of a token revoked meanwhile would
+					// reach the upstream as that caller (its session, its
+					// forwarded identity).
+					if g.streams.revoked(x) != nil {
+						return errFetchCallerRevoked
+					}
+					return g.learnTools(x, next)
+				})
 				v = g.pins.callVerdict(ctx, m.Name)
 			}
-			if err != nil {
+			if err != nil && !errors.Is(err, errFetchCallerRevoked) {
 				// It may quote the upstream's answer (its JSON-RPC error,
 				// its type), as long as an answer or a header may be,
 				// holding what a terminal acts on: cut and escaped as a
@@ -153,6 +162,10 @@ func clientKey(p *principal) string {
 	return p.issuer + "\x00" + principalKind(p) + "\x00" + p.subject + "\x00" + p.clientID + "\x00" + outermostActor(p)
 }
 
+// errFetchCallerRevoked: the caller of a fetch was revoked while it
+// waited for a slot, and no fetch was made (checkPins).
+var errFetchCallerRevoked = errors.New("the caller's token was revoked before its tools/list fetch")
+
 // fetchOnce runs fetch, for holder (principal.holder), unless one for the
 // same key (fetchKey) is under way, in which case it waits for that one
 // (or, should its caller end before it got a slot, runs fetch itself);
@@ -200,7 +213,10 @@ func (s *pinSet) fetchOnce(ctx context.Context, key, holder string, fetch func()
 	}
 	defer release()
 	gen := s.gen.Load()
-	c.err = fetch()
+	if c.err = fetch(); errors.Is(c.err, errFetchCallerRevoked) {
+		// Nothing was fetched: those waiting for it fetch themselves.
+		c.unstarted = true
+	}
 	if c.err == nil {
 		s.remember(key, fetchedList{at: s.g.now(), gen: gen})
 	}

@@ -1687,3 +1687,67 @@ func TestCloseEndsListenStreams(t *testing.T) {
 		t.Errorf("open streams after Close = %d, want 1 (the answer)", n)
 	}
 }
+
+// TestRevocationWhileWaitingForPinFetchSlot: a call whose tool the
+// gateway must first learn waits for one of its principal's fetch slots
+// (maxPinFetchesPerPrincipal) while other clients of the principal fetch;
+// a token revoked meanwhile had the gateway, once a slot was free, send
+// the upstream a tools/list on the revoked caller's behalf (its session,
+// its forwarded identity) before the call was refused. It is refused
+// without that fetch.
+func TestRevocationWhileWaitingForPinFetchSlot(t *testing.T) {
+	cfg := pinnedConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	var lists atomic.Int32
+	listing, release := make(chan struct{}, maxPinFetchesPerPrincipal+1), make(chan struct{})
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		w.Header().Set("Content-Type", "application/json")
+		if req.Method == "tools/call" {
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ran"}]}}`)
+			return
+		}
+		lists.Add(1)
+		listing <- struct{}{}
+		<-release
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"read_file","inputSchema":{"type":"object"}}]}}`, req.ID)
+	})
+	hdr := map[string]string{"Mcp-Protocol-Version": "2025-11-25"}
+	// Each client of alice fetches apart (fetchKey), within alice's slots.
+	var busy []<-chan slowResult
+	for i := range maxPinFetchesPerPrincipal {
+		c := claims()
+		c["client_id"], c["jti"], c["gid"] = fmt.Sprint("client-busy-", i), fmt.Sprint("jti-busy-", i), fmt.Sprint("grant-busy-", i)
+		busy = append(busy, slowTry(h, call{token: mint(t, c), body: toolCall("read_file"), headers: hdr}))
+		select {
+		case <-listing:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the gateway did not fetch the tools list")
+		}
+	}
+	c := claims()
+	c["client_id"], c["jti"], c["gid"] = "client-waiting", "jti-waiting", "grant-waiting"
+	waiting := slowTry(h, call{token: mint(t, c), body: toolCall("read_file"), headers: hdr})
+	time.Sleep(100 * time.Millisecond) // it waits for a slot
+	revs.revoke("grant-waiting")
+	time.Sleep(50 * time.Millisecond) // several check intervals
+	close(release)
+	r := <-waiting
+	for _, b := range busy {
+		if r := <-b; r.status != http.StatusOK {
+			t.Errorf("a call of a live token got %d %s, want 200", r.status, r.body)
+		}
+	}
+	if n := lists.Load(); n != maxPinFetchesPerPrincipal {
+		t.Errorf("the upstream got %d tools/list fetches, want %d: one was sent for the revoked caller", n, maxPinFetchesPerPrincipal)
+	}
+	if r.status != http.StatusUnauthorized || !strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+		t.Errorf("the revoked client got %d %v %s, want 401 invalid_token", r.status, r.header, r.body)
+	}
+}
