@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"go.uber.org/zap"
@@ -582,9 +585,43 @@ func errorCodeShown(code string) string {
 // 1 KiB: go-oidc puts the whole answer of a discovery or key set endpoint
 // that fails (a 500 page, a proxy's) in its error, up to idpMaxBytes,
 // and a line as long for each sign-in is no log
-// (TestIdPProviderPageNotLogged).
+// (TestIdPProviderPageNotLogged). The provider's text is written as
+// terminalText writes it (TestIdPProviderErrorTerminalSafe).
 func providerError(err error) zap.Field {
-	return zap.String("error", strings.ToValidUTF8(truncate(err.Error(), 1<<10), "?"))
+	return zap.String("error", terminalText(strings.ToValidUTF8(truncate(err.Error(), 1<<10), "?")))
+}
+
+// terminalText is s with every character a terminal may not show as it
+// is written as a JSON escape (\u009b), and a backslash as \\: a C1
+// control (U+009B is CSI, which erases the operator's screen), DEL, a
+// bidirectional or other format character (U+202E writes what follows
+// backwards, U+200B shows nothing), a line or paragraph separator, a
+// private-use or unassigned code point. zap escapes only C0 controls.
+// The backslash is always doubled, so that the text reads back as it
+// was sent, as a JSON string's text; s itself when nothing needs
+// escaping. (The gateway's auditText does the same for its events; the
+// issuer may not import the gateway.)
+func terminalText(s string) string {
+	shown := func(r rune) bool {
+		return r < utf8.RuneSelf && r != 0x7f || unicode.IsGraphic(r) && !unicode.Is(unicode.Cf, r)
+	}
+	if strings.IndexFunc(s, func(r rune) bool { return r == '\\' || !shown(r) }) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\\':
+			b.WriteString(`\\`)
+		case shown(r):
+			b.WriteRune(r)
+		default:
+			for _, u := range utf16.Encode([]rune{r}) {
+				fmt.Fprintf(&b, `\u%04x`, u)
+			}
+		}
+	}
+	return b.String()
 }
 
 // idpUnavailable answers when provider p cannot be reached.

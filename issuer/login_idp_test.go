@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
@@ -815,6 +817,44 @@ func TestIdPProviderPageNotLogged(t *testing.T) {
 			}
 			if !logged {
 				t.Error("the failure was not logged")
+			}
+		})
+	}
+}
+
+// TestIdPProviderErrorTerminalSafe: a provider's failing page reaches
+// the log in go-oidc's error, and zap escapes only C0 controls: a CSI
+// (U+009B) in the page erased the screen of an operator following the
+// log, U+202E wrote what followed backwards, and a literal "\u009b"
+// read as an escape. The log writes each as an escape and doubles the
+// backslash, as the gateway's audit events do.
+func TestIdPProviderErrorTerminalSafe(t *testing.T) {
+	const page = "<html>down\u009b2J\u202egnp.exe\u2028\u200b\U000f0000\x7f and \\u009b</html>"
+	for _, endpoint := range []string{"/discovery", "/jwks"} {
+		t.Run(endpoint, func(t *testing.T) {
+			e, stub, logs := newIdPEnv(t, nil)
+			stub.set(func(s *stubIdP) { s.failPage, s.failOn = page, endpoint })
+			e.idpSignIn(t, e.browser())
+			logged := false
+			for _, entry := range logs.All() {
+				v, ok := entry.ContextMap()["error"].(string)
+				if !ok || !strings.Contains(v, "down") {
+					continue
+				}
+				logged = true
+				if i := strings.IndexFunc(v, func(r rune) bool {
+					return r == 0x7f || r >= 0x80 && r < 0xa0 || r >= utf8.RuneSelf && (!unicode.IsGraphic(r) || unicode.Is(unicode.Cf, r))
+				}); i >= 0 {
+					t.Errorf("log %q: error %+q holds %U raw", entry.Message, v, []rune(v[i:])[0])
+				}
+				for _, want := range []string{`down\u009b2J\u202egnp.exe\u2028\u200b\udb80\udc00\u007f and \\u009b`} {
+					if !strings.Contains(v, want) {
+						t.Errorf("log %q: error %q, want it to hold %q", entry.Message, v, want)
+					}
+				}
+			}
+			if !logged {
+				t.Error("the provider's page was not logged")
 			}
 		})
 	}
