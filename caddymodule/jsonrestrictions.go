@@ -61,13 +61,29 @@ func entryRefused(kind, name string, errs ...error) error {
 }
 
 // UnmarshalJSON reads an identity provider strictly, refusing an empty
-// allowed_email_domains (see refuseEmptyLists).
+// allowed_email_domains (see refuseEmptyLists), and "recheck": 0 (or
+// "0s"), which the Caddyfile cannot write (durationArg): 0 reads as the
+// default, an hour, so written to have every refresh wait for a new
+// sign-in at the provider it would let a person the provider has
+// disabled go on refreshing for an hour.
 func (p *IdentityProvider) UnmarshalJSON(b []byte) error {
 	type plain IdentityProvider
 	if err := decodeStrict(b, (*plain)(p)); err != nil {
 		return err
 	}
-	return refuseEmptyLists(b, emptyMeans{"allowed_email_domains", "every email domain: any account the provider has may sign in"})
+	if err := refuseEmptyLists(b, emptyMeans{"allowed_email_domains", "every email domain: any account the provider has may sign in"}); err != nil {
+		return err
+	}
+	var given struct {
+		Recheck *caddy.Duration `json:"recheck"`
+	}
+	if err := json.Unmarshal(b, &given); err != nil {
+		return err
+	}
+	if given.Recheck != nil && *given.Recheck == 0 {
+		return fmt.Errorf("identity_provider %q: recheck 0: want a duration of at least 1s, such as \"1s\" (0 would mean the default, an hour)", p.Name)
+	}
+	return nil
 }
 
 // emptyMeans names a restriction list and what it reads as when empty.

@@ -131,6 +131,37 @@ func TestJSONEmptyEmailDomainsRefused(t *testing.T) {
 	}
 }
 
+// TestJSONRecheckZeroRefused: in a JSON config, an identity provider's
+// "recheck" of 0 (a number or "0s") is refused, as `recheck 0` is in the
+// Caddyfile: 0 reads as the default, an hour, so an operator who wrote
+// it to have every refresh wait for a new sign-in at the provider let a
+// person disabled there refresh for an hour more. A positive recheck and
+// none load, as written.
+func TestJSONRecheckZeroRefused(t *testing.T) {
+	const idp = `"name":"corp","issuer":"https://idp.example","client_id":"c"`
+	for _, tt := range []struct {
+		json string
+		err  string // "" to load
+		want caddy.Duration
+	}{
+		{`{"identity_providers":[{` + idp + `,"recheck":0}]}`, `identity_provider "corp": recheck 0: want a duration of at least 1s`, 0},
+		{`{"identity_providers":[{` + idp + `,"recheck":"0s"}]}`, "recheck 0: want", 0},
+		{`{"identity_providers":[{` + idp + `,"RECHECK":"0m"}]}`, "recheck 0: want", 0},
+		{`{"identity_providers":[{` + idp + `,"recheck":"1s"}]}`, "", caddy.Duration(time.Second)},
+		{`{"identity_providers":[{` + idp + `}]}`, "", 0},
+	} {
+		var a App
+		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &a)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: %v, want %q", tt.json, err, tt.err)
+			continue
+		}
+		if tt.err == "" && (len(a.IdentityProviders) != 1 || a.IdentityProviders[0].Recheck != tt.want) {
+			t.Errorf("%s: read as %+v, want recheck %v", tt.json, a.IdentityProviders, tt.want)
+		}
+	}
+}
+
 // TestJSONIntrospectionCacheZeroRefused: in a JSON config, an
 // introspection "cache" of 0 (a number or "0s") is refused, as `cache 0`
 // is in the Caddyfile: 0 reads as the default, a minute, so an operator
