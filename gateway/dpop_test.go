@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -370,6 +371,28 @@ func TestDPoPNonce(t *testing.T) {
 	readBody(t, resp)
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("proof with a made-up nonce: %d, want 401", resp.StatusCode)
+	}
+	if n := len(h.up.requests()); n != 1 {
+		t.Errorf("upstream received %d requests, want 1 (the proof with the nonce only)", n)
+	}
+
+	// README: the nonce is keyed by session_key, so another gateway
+	// sharing the key (another instance) takes it, and one with another
+	// key refuses it and forwards nothing.
+	other := newHarness(t, cfg, nil)
+	resp = other.do(t, dpopCall(token, withNonce(nonce)))
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Errorf("the nonce at another gateway with the same session_key: %d %s, want 200", resp.StatusCode, body)
+	}
+	cfg.SessionKey = bytes.Repeat([]byte("otherkey"), 4)
+	stranger := newHarness(t, cfg, nil)
+	resp = stranger.do(t, dpopCall(token, withNonce(nonce)))
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(strings.Join(resp.Header.Values("WWW-Authenticate"), "\n"), `DPoP error="use_dpop_nonce"`) {
+		t.Errorf("the nonce at a gateway with another session_key: %d %q, want 401 use_dpop_nonce", resp.StatusCode, resp.Header.Values("WWW-Authenticate"))
+	}
+	if n := len(stranger.up.requests()); n != 0 {
+		t.Errorf("the gateway with another session_key forwarded %d requests, want 0", n)
 	}
 }
 
