@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -12,10 +13,19 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/encode"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/intercept"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/logging"
+	maphandler "github.com/caddyserver/caddy/v2/modules/caddyhttp/map"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/push"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/requestbody"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/templates"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/timeouts"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/tracing"
+	"github.com/caddyserver/caddy/v2/modules/metrics"
 )
 
 func TestUnguardedProxies(t *testing.T) {
@@ -170,6 +180,43 @@ func TestUnguardedProxies(t *testing.T) {
 			sub(host("mcp.example.com"), true, gw(nil), sub(path("/api/*"), true, proxy(nil)))}},
 		{name: "encode and response headers between them", routes: caddyhttp.RouteList{gw(notes), does(&encode.Encode{}), does(&headers.Handler{Response: &headers.RespHeaderOps{HeaderOps: &headers.HeaderOps{Delete: []string{"Server"}}}}), proxy(notes)}},
 	}
+	// README's list of the handlers known to leave the request as it
+	// was, each between the gateway and the proxy: no warning; a handler
+	// outside it (map, one of a plugin) counts as one that may change
+	// the request.
+	for name, h := range map[string]caddyhttp.MiddlewareHandler{
+		"request_body": &requestbody.RequestBody{MaxSize: 1 << 20},
+		"file_server":  &fileserver.FileServer{},
+		"respond":      &caddyhttp.StaticResponse{},
+		"error":        &caddyhttp.StaticError{},
+		"templates":    &templates.Templates{},
+		"push":         &push.Handler{},
+		"tracing":      &tracing.Tracing{},
+		"log_append":   &logging.LogAppend{},
+		"metrics":      &metrics.Metrics{},
+		"timeouts":     &timeouts.Timeouts{},
+	} {
+		tests = append(tests, struct {
+			name   string
+			routes caddyhttp.RouteList
+			want   []string
+			named  map[string]*caddyhttp.Route
+			errors *caddyhttp.HTTPErrorConfig
+		}{name: name + " between them", routes: caddyhttp.RouteList{gw(notes), does(h), proxy(notes)}})
+	}
+	for name, h := range map[string]caddyhttp.MiddlewareHandler{
+		"map":              &maphandler.Handler{Source: "{http.request.uri.path}", Destinations: []string{"{x}"}},
+		"a plugin handler": pluginHandler{},
+	} {
+		tests = append(tests, struct {
+			name   string
+			routes caddyhttp.RouteList
+			want   []string
+			named  map[string]*caddyhttp.Route
+			errors *caddyhttp.HTTPErrorConfig
+		}{name: name + " between them", routes: caddyhttp.RouteList{gw(notes), does(h), proxy(notes)},
+			want: []string{`path ["/notes/mcp","/.well-known/oauth-protected-resource/notes/mcp"]`}})
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			app := &caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": {Routes: tt.routes, NamedRoutes: tt.named, Errors: tt.errors}}}
@@ -187,6 +234,13 @@ func TestUnguardedProxies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pluginHandler stands for a handler the layout check does not know.
+type pluginHandler struct{}
+
+func (pluginHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	return next.ServeHTTP(w, r)
 }
 
 // TestCookieProxies: mcp_issuer takes its session cookie out of the
