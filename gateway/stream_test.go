@@ -631,11 +631,23 @@ func TestCacheableResultsPrivate(t *testing.T) {
 
 // TestBodyLimit: a body of exactly MaxBodySize bytes is forwarded, one
 // byte more is refused 413 and never reaches the upstream, with and
-// without Content-Length.
+// without Content-Length; without max_body_size the limit is README's
+// "default 1 MiB".
 func TestBodyLimit(t *testing.T) {
-	const limit = 1024
+	for _, set := range []int64{1024, 0} {
+		limit := set
+		if limit == 0 {
+			limit = 1 << 20
+		}
+		t.Run(fmt.Sprintf("max_body_size=%d", set), func(t *testing.T) {
+			testBodyLimit(t, set, int(limit))
+		})
+	}
+}
+
+func testBodyLimit(t *testing.T, set int64, limit int) {
 	cfg := testConfig(t)
-	cfg.MaxBodySize = limit
+	cfg.MaxBodySize = set
 	h := newHarness(t, cfg, nil)
 	// sized is a tools/call of exactly n bytes.
 	sized := func(n int) string {
