@@ -170,8 +170,8 @@ func sameGateway(prev, h *GatewayHandler) error {
 // settings is the gateway's configuration as checkGatewayResources
 // compares it: in JSON, with the defaults written out, so that a setting
 // written and the same left to its default (issuer local or this
-// config's issuer URL, pin_tools first_use, audit all, the body size and
-// introspection cache bounds) compare equal.
+// config's issuer URL, pin_tools first_use, audit all, the body size,
+// in-flight and introspection cache bounds) compare equal.
 func (h *GatewayHandler) settings() ([]byte, error) {
 	c := *h
 	if h.local {
@@ -180,6 +180,8 @@ func (h *GatewayHandler) settings() ([]byte, error) {
 	c.PinTools = cmp.Or(c.PinTools, gateway.PinFirstUse.String())
 	c.Audit = cmp.Or(c.Audit, "all")
 	c.MaxBodySize = cmp.Or(c.MaxBodySize, gateway.DefaultMaxBodySize)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, gateway.DefaultMaxInFlight)
+	c.MaxInFlightPerClient = cmp.Or(c.MaxInFlightPerClient, gateway.DefaultMaxInFlightPerClient(c.MaxInFlight))
 	if h.Introspection != nil {
 		in := *h.Introspection
 		in.Cache = cmp.Or(in.Cache, caddy.Duration(gateway.DefaultIntrospectionCache))

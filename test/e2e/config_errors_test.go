@@ -342,6 +342,14 @@ http://127.0.0.1:%[3]d {
 	}{
 		{"fewer rules", other, "http://" + local + "/mcp"},
 		{"another spelling", other, "HTTP://LOCALHOST:" + fmt.Sprint(port) + "/mcp/"},
+		{"another in-flight bound", `mcp_gateway {
+		resource RESOURCE
+		scope read
+		tool delete_* admin
+		tool * read
+		max_in_flight 100
+		max_in_flight_per_client 76
+	}`, "http://" + local + "/mcp"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			err := harness.Load(t, render(tt.second, tt.resource))
@@ -366,6 +374,8 @@ http://127.0.0.1:%[3]d {
 		tool delete_* admin
 		tool * read
 		max_body_size 1MiB
+		max_in_flight 100
+		max_in_flight_per_client 75
 		audit all
 		pin_tools first_use
 	}`},
