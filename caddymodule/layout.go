@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"encoding/json"
 	"maps"
 	"net/http"
@@ -23,8 +24,9 @@ type unguardedProxy struct {
 	server    string
 	upstreams []string
 	match     string // the matchers on the way to it, outermost first
-	// copies names a handler that copies the client's host before a
-	// gateway ("vars", "request_header": hostCopy), "" for a proxy; sni,
+	// copies names a handler or matcher that copies the client's host
+	// before a gateway ("vars", "request_header": hostCopy;
+	// "header_regexp", "vars_regexp": hostCapture), "" for a proxy; sni,
 	// that it copies the TLS server name.
 	copies string
 	sni    bool
@@ -55,8 +57,9 @@ func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
 }
 
 // hostCopies finds, in the sites with a gateway, the vars and
-// request_header handlers that copy the client's host (hostCopy) before
-// a gateway runs: the gateway sets the resource's host for the handlers
+// request_header handlers that copy the client's host (hostCopy), and
+// the header_regexp and vars_regexp matchers that capture it
+// (hostCapture), before a gateway runs: the gateway sets the resource's host for the handlers
 // after it, and the host placeholders read it then, but a copy made
 // before holds whatever Host the client sent, in a site answering more
 // than one host, and an upstream address, a header_up or the upstream
@@ -186,6 +189,10 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 			rpath = append(append([]string(nil), path...), d)
 		}
 		guarded := cov.covers(r.MatcherSets)
+		if c, sni := hostCapture(r.MatcherSets); c != "" && !guarded {
+			// Its matchers run before its handlers, a gateway among them.
+			open = append(open, unguardedProxy{server: w.server, match: strings.Join(rpath, " > "), copies: c, sni: sni})
+		}
 		for _, h := range r.Handlers {
 			if w.guard(h) {
 				hasGateway = true
@@ -332,6 +339,53 @@ func hostCopy(h caddyhttp.MiddlewareHandler) (name string, sni bool) {
 	}
 	if !copies {
 		return "", false
+	}
+	return name, sni
+}
+
+// hostCapture names a matcher of sets, "header_regexp" or
+// "vars_regexp", that copies the client's host into Caddy's regexp
+// placeholders ({re.NAME.N}): a header_regexp of the Host field, which
+// Caddy matches against the request's host, or a vars_regexp of a
+// placeholder of the host, its labels or port, or the TLS server name
+// (then sni). A route's matchers run before its handlers, so a capture
+// there, in the route of the gateway too, holds the Host the client sent
+// (hostCopy).
+func hostCapture(sets caddyhttp.MatcherSets) (name string, sni bool) {
+	for _, set := range sets {
+		for _, m := range set {
+			switch m := m.(type) {
+			case *caddyhttp.MatchHeaderRE:
+				name = cmp.Or(headerCapture(*m), name)
+			case caddyhttp.MatchHeaderRE:
+				name = cmp.Or(headerCapture(m), name)
+			case *caddyhttp.MatchVarsRE:
+				n, s := varsCapture(*m)
+				name, sni = cmp.Or(n, name), sni || s
+			case caddyhttp.MatchVarsRE:
+				n, s := varsCapture(m)
+				name, sni = cmp.Or(n, name), sni || s
+			}
+		}
+	}
+	return name, sni
+}
+
+func headerCapture(m caddyhttp.MatchHeaderRE) string {
+	for field := range m {
+		if strings.EqualFold(field, "Host") {
+			return "header_regexp"
+		}
+	}
+	return ""
+}
+
+func varsCapture(m caddyhttp.MatchVarsRE) (name string, sni bool) {
+	for key := range m {
+		s := strings.Contains(key, "{http.request.tls.server_name}")
+		if s || strings.Contains(key, "{http.request.host") || strings.Contains(key, "{http.request.port}") {
+			name, sni = "vars_regexp", sni || s
+		}
 	}
 	return name, sni
 }

@@ -333,6 +333,9 @@ func TestHostCopies(t *testing.T) {
 	sub := func(m caddyhttp.MatcherSets, routes ...caddyhttp.Route) caddyhttp.Route {
 		return caddyhttp.Route{MatcherSets: m, Terminal: true, Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.Subroute{Routes: routes}}}
 	}
+	matched := func(m caddyhttp.MatcherSets, h ...caddyhttp.MiddlewareHandler) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: m, Handlers: h}
+	}
 	vars := func(v string) caddyhttp.MiddlewareHandler { return &caddyhttp.VarsMiddleware{"tenant": v} }
 	reqHeader := func(v string) caddyhttp.MiddlewareHandler {
 		return &headers.Handler{Request: &headers.HeaderOps{Set: map[string][]string{"X-Tenant": {v}}}}
@@ -362,6 +365,15 @@ func TestHostCopies(t *testing.T) {
 		{"a site of one host, the server name", caddyhttp.RouteList{sub(host("mcp.example.com"), route(reqHeader("{http.request.tls.server_name}")), route(gw), route(proxy))}, []string{"request_header"}},
 		{"a site of two hosts", caddyhttp.RouteList{sub(caddyhttp.MatcherSets{{caddyhttp.MatchHost{"a.example.com", "b.example.com"}}}, route(vars("{http.request.host}")), route(gw), route(proxy))}, []string{"vars"}},
 		{"a wildcard site", caddyhttp.RouteList{sub(host("*.example.com"), route(vars("{http.request.host.labels.2}")), route(gw), route(proxy))}, []string{"vars"}},
+		// A route's matchers run before its handlers: a regexp capture
+		// of the host ({re.tenant.1}) in the gateway's own route holds
+		// the client's.
+		{"header_regexp of Host", caddyhttp.RouteList{matched(caddyhttp.MatcherSets{{&caddyhttp.MatchHeaderRE{"host": {Name: "tenant", Pattern: "^(.+)$"}}}}, gw, proxy)}, []string{"header_regexp"}},
+		{"vars_regexp of a host label", caddyhttp.RouteList{matched(caddyhttp.MatcherSets{{caddyhttp.MatchVarsRE{"{http.request.host.labels.2}": {Name: "tenant", Pattern: "^(.+)$"}}}}, gw, proxy)}, []string{"vars_regexp"}},
+		{"vars_regexp of the TLS server name, a site of one host", caddyhttp.RouteList{sub(host("mcp.example.com"), matched(caddyhttp.MatcherSets{{&caddyhttp.MatchVarsRE{"{http.request.tls.server_name}": {Pattern: "^(.+)$"}}}}, gw, proxy))}, []string{"vars_regexp"}},
+		{"header_regexp of Host, a site of one host", caddyhttp.RouteList{sub(host("mcp.example.com"), matched(caddyhttp.MatcherSets{{&caddyhttp.MatchHeaderRE{"Host": {Pattern: "^(.+)$"}}}}, gw, proxy))}, nil},
+		{"header_regexp of another field", caddyhttp.RouteList{matched(caddyhttp.MatcherSets{{&caddyhttp.MatchHeaderRE{"X-Tenant": {Pattern: "^(.+)$"}}}}, gw, proxy)}, nil},
+		{"header_regexp of Host after the gateway", caddyhttp.RouteList{route(gw), matched(caddyhttp.MatcherSets{{&caddyhttp.MatchHeaderRE{"Host": {Pattern: "^(.+)$"}}}}, proxy)}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			app := &caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": {Routes: tt.routes}}}

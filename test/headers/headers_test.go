@@ -544,6 +544,8 @@ http://:%[3]d {
 	bind 127.0.0.1
 	vars copied {labels.0}
 	request_header X-Tenant {labels.0}
+	@tenant header_regexp tenant Host ^([^:]+)
+	request_header @tenant X-Captured 1
 	map {labels.0} {mapped} {
 		default {labels.0}
 	}
@@ -556,6 +558,7 @@ http://:%[3]d {
 	reverse_proxy %[4]s {
 		header_up X-Seen-Vars {vars.copied}
 		header_up X-Seen-Map {mapped}
+		header_up X-Seen-Regexp {re.tenant.1}
 	}
 }
 `, issuer, scope, port, srv.Listener.Addr().String()))
@@ -592,6 +595,9 @@ http://:%[3]d {
 	}
 	if v := got.Get("X-Tenant"); v != "internal" {
 		t.Errorf("request_header set before the gateway = %q, want the client's %q (README says so)", v, "internal")
+	}
+	if v := got.Get("X-Seen-Regexp"); v != "admin.internal" {
+		t.Errorf("header_regexp capture of Host before the gateway = %q, want the client's %q (README says so)", v, "admin.internal")
 	}
 }
 
