@@ -242,7 +242,7 @@ func checkIssuerSite(issuerURL string, httpApp *caddyhttp.App) error {
 			continue
 		}
 		site := "the site for " + u.Host
-		if !hasIssuerHandler(srv.Routes[i].Handlers) {
+		if !slices.ContainsFunc(siteRoutes(srv.Routes, i), func(r caddyhttp.Route) bool { return hasIssuerHandler(r.Handlers) }) {
 			return fmt.Errorf("%s (server %s) serves the issuer URL %s but has no mcp_issuer: add `mcp_issuer` to that site block", site, name, issuerURL)
 		}
 		tls := len(srv.TLSConnPolicies) > 0
@@ -348,6 +348,26 @@ func listensOn(srv *caddyhttp.Server, port uint) bool {
 		}
 	}
 	return false
+}
+
+// siteRoutes are the routes of the site whose first route is routes[i]:
+// that route, when it is a site block's (terminal: the Caddyfile wraps
+// each site of a host in one), or else the routes from it to the first
+// terminal one. A site without a host (`http://:8080`, `https://`) alone
+// in its server is not wrapped: its directives' routes are the server's
+// own, and one with a matcher (`redir /old /new`, `header @static ...`)
+// splits them, so mcp_issuer, ordered after such directives, is in a
+// later route than the first.
+func siteRoutes(routes caddyhttp.RouteList, i int) caddyhttp.RouteList {
+	if routes[i].Terminal {
+		return routes[i : i+1]
+	}
+	for j := i; j < len(routes); j++ {
+		if routes[j].Terminal {
+			return routes[i : j+1]
+		}
+	}
+	return routes[i:]
 }
 
 // routeForHost reports whether a route takes every request for host: it

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -60,5 +61,44 @@ func TestWarnPlainHTTPListeners(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("warned %q, want %q", got, want)
+	}
+}
+
+// TestIssuerSiteWithoutHost: a site without a host (`http://:8080`,
+// `https://`) alone in its server is laid out unwrapped, its directives'
+// routes the server's own, and a directive with a matcher (`redir /old
+// /new`) splits them, so mcp_issuer is in a later route than the first
+// (a matcherless `header` before it). That site serves the issuer and
+// loads; a site of the issuer's host without mcp_issuer, or with it only
+// past the issuer's site, is still refused.
+func TestIssuerSiteWithoutHost(t *testing.T) {
+	const issuerURL = "http://127.0.0.1:29999"
+	plain := func(m caddyhttp.MatcherSets, h ...caddyhttp.MiddlewareHandler) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: m, Handlers: h}
+	}
+	site := func(m caddyhttp.MatcherSets, routes ...caddyhttp.Route) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: m, Terminal: true, Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.Subroute{Routes: routes}}}
+	}
+	header, redir := &headers.Handler{}, &caddyhttp.StaticResponse{}
+	old := caddyhttp.MatcherSets{{caddyhttp.MatchPath{"/old"}}}
+	host := caddyhttp.MatcherSets{{&caddyhttp.MatchHost{"127.0.0.1"}}}
+	for _, tt := range []struct {
+		name   string
+		routes caddyhttp.RouteList
+		ok     bool
+	}{
+		{"without a host, split by a matcher", caddyhttp.RouteList{plain(nil, header), plain(old, redir), plain(nil, &IssuerHandler{})}, true},
+		{"without a host, no mcp_issuer", caddyhttp.RouteList{plain(nil, header), plain(old, redir), plain(nil, redir)}, false},
+		{"a site of the host", caddyhttp.RouteList{site(host, plain(nil, header), plain(old, redir), plain(nil, &IssuerHandler{}))}, true},
+		{"a site of the host without mcp_issuer", caddyhttp.RouteList{site(host, plain(nil, header)), plain(nil, &IssuerHandler{})}, false},
+		{"past the site of the host", caddyhttp.RouteList{plain(nil, header), site(nil, plain(nil, redir)), plain(nil, &IssuerHandler{})}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			app := &caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": {Listen: []string{"127.0.0.1:29999"}, Routes: tt.routes}}}
+			err := checkIssuerSite(issuerURL, app)
+			if (err == nil) != tt.ok {
+				t.Errorf("checkIssuerSite() = %v, want ok %v", err, tt.ok)
+			}
+		})
 	}
 }
