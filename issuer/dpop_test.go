@@ -607,3 +607,40 @@ func TestDPoPReplayedRequestRevokesNothing(t *testing.T) {
 		t.Error("the unbound code's reuse with its client's id and verifier left its grant live")
 	}
 }
+
+// TestRevokeAfterTwoStepBinding holds README's limit of the above: a
+// family remembers only the token its binding refresh rotated. A thief
+// who refreshes the stolen token once without a proof, then binds the
+// family with the token that gave, leaves the client's token one of a
+// bound family: at /revoke, and reused at /token, it ends nothing
+// without the key, and the thief keeps the family. (A fix would need
+// the tokens issued before a binding told apart from those after it;
+// README says to use DPoP from the code exchange on.)
+func TestRevokeAfterTwoStepBinding(t *testing.T) {
+	e := newTokEnv(t)
+	mallory := newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	code, verifier := e.issueCode(t, codeSpec{client: tPublic, scopes: []string{"read", "offline_access"}})
+	f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+	a := e.postDPoP(t, pathToken, f, "", "")
+	wantBound(t, "the client's code, without a proof", a, nil)
+	stolen := a.str("refresh_token")
+	refresh := func(rt string, k *dpopKey) answer {
+		f := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}, "client_id": {tPublic}}
+		p := ""
+		if k != nil {
+			p = k.proof(t, e, tokenURL, nil)
+		}
+		return e.postDPoP(t, pathToken, f, "", p)
+	}
+	u := refresh(stolen, nil)
+	wantBound(t, "the thief's refresh without a proof", u, nil)
+	m := refresh(u.str("refresh_token"), mallory)
+	wantBound(t, "the thief's binding refresh", m, mallory)
+	if r := e.postDPoP(t, pathRevoke, url.Values{"token": {stolen}, "client_id": {tPublic}}, "", ""); r.status != http.StatusOK {
+		t.Fatalf("the client's /revoke of its refresh token = %d %s, want 200", r.status, r.raw)
+	}
+	wantRefused(t, "the client's reuse of its token at /token", refresh(stolen, nil), "invalid_dpop_proof")
+	next := refresh(m.str("refresh_token"), mallory)
+	wantBound(t, "the thief's refresh after the client's revocation (README's limit)", next, mallory)
+}
