@@ -450,8 +450,108 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 // a link, not cached, no referrer across origins), so that a callback
 // redirecting on to another origin is not held to the consent page's CSP
 // form-action (TestConsentCallbackRedirectsOn in test/browser); a
-// program, or a frame, gets the 303 as before.
+// program, or a frame, gets the 303 as before. The same holds at
+// /authorize on a remembered consent and at the end of the sign-out page
+// (README: "at the end of the sign-in, consent and sign-out pages as at
+// /authorize"), and a private-use scheme, which leaves the browser, gets
+// the 303 even in a browser.
 func TestConsentAnswersBrowsersWithAPage(t *testing.T) {
+	// sentOn checks a browser's answer: a page sending it on to a URI
+	// starting with prefix, which it returns.
+	sentOn := func(t *testing.T, what string, resp *http.Response, body, prefix string) *url.URL {
+		t.Helper()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Location") != "" {
+			t.Fatalf("%s = %d, Location %q, want 200, a page sending the browser on", what, resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("%s: Cache-Control = %q, want no-store", what, got)
+		}
+		if got := resp.Header.Get("Referrer-Policy"); got != "same-origin" {
+			t.Errorf("%s: Referrer-Policy = %q, want same-origin", what, got)
+		}
+		refresh := regexp.MustCompile(`<meta http-equiv="refresh" content="0;url=([^"]+)">`).FindStringSubmatch(body)
+		if refresh == nil {
+			t.Fatalf("%s: page has no meta refresh: %s", what, body)
+		}
+		if !strings.Contains(body, `href="`+refresh[1]+`"`) {
+			t.Errorf("%s: page has no link on: %s", what, body)
+		}
+		loc, err := url.Parse(html.UnescapeString(refresh[1]))
+		if err != nil || !strings.HasPrefix(loc.String(), prefix) {
+			t.Fatalf("%s: meta refresh to %v (%v), want %s...", what, loc, err, prefix)
+		}
+		return loc
+	}
+	browserPost := func(t *testing.T, e *testEnv, c *http.Client, action string, v url.Values) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, e.srv.URL+action, strings.NewReader(v.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", e.srv.URL)
+		req.Header.Set("Sec-Fetch-Dest", "document")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, readBody(t, resp)
+	}
+	const nativeID, nativeRedirect, nativeBye = "native-app", "com.example.native:/cb", "com.example.native:/bye"
+	withNative := func(c *Config) {
+		c.Clients[1].PostLogoutRedirectURIs = []string{logoutURI}
+		c.Clients = append(c.Clients, Client{ID: nativeID, Name: "Native App", RedirectURIs: []string{nativeRedirect},
+			PostLogoutRedirectURIs: []string{nativeBye}, TokenEndpointAuthMethod: "none"})
+	}
+	t.Run("authorize, consent remembered", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		c := e.webSignedIn(t)
+		req, err := http.NewRequest(http.MethodGet, e.url(pathAuthorize, webAuthParams(testChallenge)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Sec-Fetch-Dest", "document")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loc := sentOn(t, "browser's /authorize", resp, readBody(t, resp), bWebRedirect+"?")
+		if loc.Query().Get("code") == "" || loc.Query().Get("iss") != e.srv.URL {
+			t.Errorf("sent on to %v, want code and iss", loc)
+		}
+	})
+	t.Run("sign-out", func(t *testing.T) {
+		e := newBrowserEnv(t, withNative)
+		for _, tt := range []struct{ client, bye string }{{bWebClientID, logoutURI}, {nativeID, nativeBye}} {
+			alice, _ := e.signInWithIDToken(t, bUser, idTokenParams())
+			_, page := e.logoutGet(t, alice, url.Values{"client_id": {tt.client}, "post_logout_redirect_uri": {tt.bye}, "state": {"s1"}})
+			f := findForm(t, page, "logout")
+			f.hidden.Set("action", "logout")
+			resp, body := browserPost(t, e, alice, f.action, f.hidden)
+			if tt.client == nativeID {
+				if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != nativeBye+"?state=s1" {
+					t.Errorf("browser's sign-out to a private-use scheme = %d, Location %q, want 303 to %s?state=s1", resp.StatusCode, resp.Header.Get("Location"), nativeBye)
+				}
+			} else if loc := sentOn(t, "browser's sign-out", resp, body, logoutURI+"?"); loc.Query().Get("state") != "s1" {
+				t.Errorf("sent on to %v, want state s1", loc)
+			}
+			if e.signedIn(t, alice) {
+				t.Errorf("%s: still signed in after Sign out", tt.client)
+			}
+		}
+	})
+	t.Run("consent, private-use scheme", func(t *testing.T) {
+		e := newBrowserEnv(t, withNative)
+		p := authParams(testChallenge)
+		p.Set("client_id", nativeID)
+		p.Set("redirect_uri", nativeRedirect)
+		c, body := e.consentPage(t, p, bUser)
+		f := findForm(t, body, "consent")
+		f.hidden.Set("decision", "approve")
+		if resp, _ := browserPost(t, e, c, f.action, f.hidden); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), nativeRedirect+"?code=") {
+			t.Errorf("browser's consent POST for a private-use scheme = %d, Location %q, want 303 to %s", resp.StatusCode, resp.Header.Get("Location"), nativeRedirect)
+		}
+	})
 	for _, dest := range []string{"document", "", "iframe"} {
 		e := newBrowserEnv(t, nil)
 		p := authParams(testChallenge)
