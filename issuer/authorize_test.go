@@ -1277,6 +1277,17 @@ func TestAuthorizePromptNoneIDTokenHint(t *testing.T) {
 	if loc := locationOf(t, alice, e.url(pathAuthorize, q)); !strings.HasPrefix(loc.String(), pathLogin+"?req=") {
 		t.Errorf("another user's ID token as hint without prompt=none: Location %s, want the sign-in page", loc)
 	}
+	// So does a hint it cannot verify (README: "such a hint"), which names
+	// nobody, rather than a code for whoever is signed in.
+	for _, tt := range []struct{ name, hint string }{
+		{"not a JWT", "garbage"},
+		{"the user's ID token given to another client", otherClients.str("id_token")},
+	} {
+		q.Set("id_token_hint", tt.hint)
+		if loc := locationOf(t, alice, e.url(pathAuthorize, q)); !strings.HasPrefix(loc.String(), pathLogin+"?req=") {
+			t.Errorf("%s as hint without prompt=none: Location %s, want the sign-in page", tt.name, loc)
+		}
+	}
 	if q := authorizeAs(alice, "", own.str("id_token")); q.Get("code") == "" {
 		t.Errorf("the signed-in user's own ID token as hint without prompt=none: %v, want a code", q)
 	}
