@@ -874,6 +874,13 @@ func TestConsentDecisionRepeated(t *testing.T) {
 			if second.Header.Get("Cache-Control") != "no-store" {
 				t.Errorf("second post: headers %v", second.Header)
 			}
+			// README: "within 30 seconds", held literally, not through
+			// answeredTTL: a repeat 29 s after the first still gets its
+			// answer.
+			e.clock.Advance(29 * time.Second)
+			if again, page := post(t, e, c, f, decision); again.StatusCode != http.StatusSeeOther || again.Header.Get("Location") != loc {
+				t.Fatalf("a repeat 29 s later: %d Location %q, want the first one's, %s: %s", again.StatusCode, again.Header.Get("Location"), loc, page)
+			}
 			u, err := url.Parse(loc)
 			if err != nil {
 				t.Fatal(err)
@@ -899,9 +906,9 @@ func TestConsentDecisionRepeated(t *testing.T) {
 			other := map[string]string{"approve": "deny", "deny": "approve"}[decision]
 			resp, page := post(t, e, c, f, other)
 			expired(t, "the other decision", resp, page)
-			e.clock.Advance(30 * time.Second) // answeredTTL
+			e.clock.Advance(time.Second) // 30 s after the first
 			resp, page = post(t, e, c, f, decision)
-			expired(t, "past answeredTTL", resp, page)
+			expired(t, "30 s after the first", resp, page)
 		})
 	}
 	t.Run("another browser", func(t *testing.T) {
