@@ -750,9 +750,27 @@ func TestRegisteredClientExpiresUnlessUsed(t *testing.T) {
 	if !known(used) {
 		t.Errorf("client that obtained a token 3 days ago is gone, want it kept")
 	}
-	e.clock.Advance(idleTTL)
+	// README: kept for 30 days from a token, the expiry moved at most
+	// once a day, so 29 to 30 days after the last token.
+	token(used) // the last move was 3 days ago: moves it
+	e.clock.Advance(24*time.Hour - time.Minute)
+	token(used) // a day less a minute after the move: moves nothing
+	e.clock.Advance(29 * 24 * time.Hour)
+	if !known(used) {
+		t.Errorf("client gone 29 days after its last token, want it kept 29 to 30 days")
+	}
+	e.clock.Advance(2 * time.Minute)
 	if known(used) {
-		t.Errorf("client unused for %v after its last token is still registered", idleTTL+72*time.Hour)
+		t.Errorf("client still registered 30 days and a minute after the token that last moved its expiry, want it deleted")
+	}
+	// A token a day and a minute after the last move moves it again.
+	daily := register()
+	token(daily)
+	e.clock.Advance(24*time.Hour + time.Minute)
+	token(daily)
+	e.clock.Advance(idleTTL - time.Minute)
+	if !known(daily) {
+		t.Errorf("client gone 30 days less a minute after a token a day after the last move, want the token to have moved it")
 	}
 }
 
