@@ -783,10 +783,21 @@ func TestCIMDCacheBounded(t *testing.T) {
 		}
 	}
 	for n := range perHost + 5 {
-		fetch(n, host.docOn("one", fmt.Sprintf("/one%d.json", n), ""))
+		id := host.docOn("one", fmt.Sprintf("/one%d.json", n), "")
+		if n%2 == 1 {
+			// README: "of one host (its name, the port aside)": the
+			// documents of one name on other ports share its budget.
+			path := fmt.Sprintf("/one%d.json", n)
+			id = fmt.Sprintf("https://one.example.com:%d%s", 20000+n, path)
+			host.serve(path, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(validDoc(id)))
+			})
+		}
+		fetch(n, id)
 	}
 	if n := e.count(bucketCIMD); n != perHost {
-		t.Fatalf("cached documents of one host = %d, want %d", n, perHost)
+		t.Fatalf("cached documents of one host, on several ports = %d, want %d", n, perHost)
 	}
 	for n := range perHour {
 		fetch(n, host.docOn(fmt.Sprintf("h%d", n), fmt.Sprintf("/doc%d.json", n), ""))
