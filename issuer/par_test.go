@@ -209,6 +209,35 @@ func TestPARStoresOnlyKnownBoundedParameters(t *testing.T) {
 		}
 	}
 
+	// README (Limits: Unauthenticated writes): "at most 2000 bytes each
+	// and 4 KiB in all", written out so that changing the constants
+	// fails here: a value of 2000 bytes and a request of 4096 are kept.
+	const each, all = 2000, 4096
+	base := 0 // the form's parameters but state and nonce
+	for k, v := range parForm(nil) {
+		if k != "state" && k != "nonce" && slices.Contains(authorizeParams, k) {
+			base += len(v[0])
+		}
+	}
+	for _, tt := range []struct {
+		name         string
+		state, nonce int
+		ok           bool
+	}{
+		{"state of 2000 bytes", each, 0, true},
+		{"4096 bytes in all", each, all - base - each, true},
+		{"4097 bytes in all", each, all - base - each + 1, false},
+	} {
+		extra := url.Values{"state": {strings.Repeat("s", tt.state)}}
+		if tt.nonce > 0 {
+			extra.Set("nonce", strings.Repeat("n", tt.nonce))
+		}
+		a := e.post(t, pathPAR, parForm(extra), "")
+		if ok := a.status == http.StatusCreated; ok != tt.ok {
+			t.Errorf("%s: PAR = %d %s, want created %v", tt.name, a.status, a.raw, tt.ok)
+		}
+	}
+
 	long := strings.Repeat("a", maxAuthorizeParam+1)
 	full := strings.Repeat("a", maxAuthorizeParam)
 	for _, tt := range []struct {
