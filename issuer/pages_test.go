@@ -186,10 +186,21 @@ func TestPageFormTooLarge(t *testing.T) {
 		if resp, page := post(path, "x=1"); resp.StatusCode == http.StatusRequestEntityTooLarge || strings.Contains(page, "Request too large") {
 			t.Errorf("POST %s of 3 bytes = %d, want it read", path, resp.StatusCode)
 		}
+		// README: "their own 32 KiB", written out so that changing
+		// maxPageFormBytes fails here.
+		if resp, page := post(path, "x="+strings.Repeat("a", 32<<10-2)); resp.StatusCode == http.StatusRequestEntityTooLarge || strings.Contains(page, "Request too large") {
+			t.Errorf("POST %s of 32 KiB = %d, want it read", path, resp.StatusCode)
+		}
+		if resp, _ := post(path, "x="+strings.Repeat("a", 32<<10-1)); resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("POST %s of 32 KiB and a byte = %d, want 413", path, resp.StatusCode)
+		}
 	}
 	resp, _ := post(pathUserinfo, over)
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_request"`) {
 		t.Errorf("POST /userinfo of %d bytes = %d %q, want 413 invalid_request", len(over), resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	if resp, _ := post(pathUserinfo, "x="+strings.Repeat("a", 32<<10-2)); resp.StatusCode == http.StatusRequestEntityTooLarge {
+		t.Errorf("POST /userinfo of 32 KiB = %d, want it read", resp.StatusCode)
 	}
 	if resp, _ := post(pathUserinfo, "access_token=x"); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("POST /userinfo with access_token = %d, want 400", resp.StatusCode)
