@@ -324,6 +324,11 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 		// Each scope value was compared with every other: a 64 KiB scope
 		// cost seconds of CPU, and a refused request spends nothing.
 		{"scope too long", "invalid_request", url.Values{"scope": {strings.Repeat("read ", maxAuthorizeParam/5+1)}}, ""},
+		// README (Limits: Unauthenticated writes): "a scope at /token
+		// ... 2000 bytes", written out: 2000 bytes are read (and
+		// refused for admin), 2001 are too long.
+		{"scope of 2000 bytes", "invalid_scope", url.Values{"scope": {"admin" + strings.Repeat(" read", 399)}}, ""},
+		{"scope of 2001 bytes", "invalid_request", url.Values{"scope": {"admin" + strings.Repeat(" read", 399) + "d"}}, ""},
 		{"other resource", "invalid_target", url.Values{"resource": {tOther}}, ""},
 		{"other client", "invalid_grant", url.Values{"client_id": {tNarrow}}, ""},
 		{"missing token", "invalid_request", url.Values{"refresh_token": {""}}, ""},
