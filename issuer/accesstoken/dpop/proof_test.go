@@ -407,6 +407,28 @@ func TestReplayCacheBound(t *testing.T) {
 	if d := NewReplay(0, time.Time{}); d.max != 1<<19 || d.period != 2*time.Minute {
 		t.Errorf("NewReplay(0) keeps %d proofs for %v, want 2^19 for 2m", d.max, d.period)
 	}
+	// README: a jti is "kept for at least two minutes, and while proofs
+	// keep coming at most four (it is forgotten two generations of two
+	// minutes on)", as the default memory does it: a proof remembered
+	// at a generation's start is refused 2 minutes later and still just
+	// before 4, and forgotten at 4, proofs arriving every 30 s meanwhile.
+	d := NewReplay(0, time.Time{})
+	for _, tc := range []struct {
+		at   time.Duration
+		jti  string
+		want error
+	}{
+		{0, "first", nil},
+		{30 * time.Second, "t1", nil}, {time.Minute, "t2", nil}, {90 * time.Second, "t3", nil},
+		{2*time.Minute - time.Nanosecond, "first", errReplayed},
+		{2 * time.Minute, "t4", nil}, {150 * time.Second, "t5", nil}, {3 * time.Minute, "t6", nil}, {210 * time.Second, "t7", nil},
+		{4*time.Minute - time.Nanosecond, "first", errReplayed},
+		{4 * time.Minute, "first", nil},
+	} {
+		if err := d.add(replayKey("k", tc.jti), "k", now.Add(tc.at)); err != tc.want {
+			t.Errorf("default memory: proof %q at %v after the first = %v, want %v", tc.jti, tc.at, err, tc.want)
+		}
+	}
 }
 
 // TestReplayFair: heavy holders flooding the memory together or one
