@@ -258,6 +258,10 @@ func TestPrivateKeyJWT(t *testing.T) {
 		{name: "expired", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(-time.Hour).Unix() }},
 		{name: "no exp", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "exp") }},
 		{name: "lives too long", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(3 * time.Hour).Unix() }},
+		// README (Limits: Unauthenticated writes): an assertion is kept
+		// until it expires, "up to an hour", written out.
+		{name: "lives an hour", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(time.Hour).Unix() }, ok: true},
+		{name: "lives an hour and a second", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(time.Hour + time.Second).Unix() }},
 		{name: "no jti", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "jti") }},
 		// Issued in the future: only within the leeway of exp and nbf.
 		{name: "iat within the clock skew ahead", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["iat"] = e.clock.Now().Add(20 * time.Second).Unix() }, ok: true},
