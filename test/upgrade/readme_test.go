@@ -121,6 +121,7 @@ func TestREADMEParagraphsWhole(t *testing.T) {
 	type block struct {
 		line        int
 		first, last string
+		text        string
 		code        bool
 	}
 	var blocks []block
@@ -142,6 +143,7 @@ func TestREADMEParagraphsWhole(t *testing.T) {
 			cur = &block{line: i + 1, first: l, code: code}
 		}
 		cur.last = l
+		cur.text += l + "\n"
 	}
 	if cur != nil {
 		blocks = append(blocks, *cur)
@@ -156,9 +158,40 @@ func TestREADMEParagraphsWhole(t *testing.T) {
 		if c := p.first[0]; c >= 'a' && c <= 'z' && n > 0 && prose(blocks[n-1]) {
 			t.Errorf("README line %d: a paragraph begins in the middle of a sentence (a merge's leftover?): %.60s", p.line, p.first)
 		}
+		// A paragraph that closes a parenthesis it never opened begins
+		// in the middle of a sentence, whatever its first character: a
+		// leftover of a paragraph whose rewrite went in beside it began
+		// "`idp_state`, `idp_error`, …: `TestIdPSignInAnswers`), the
+		// server log a provider …", the end of a sentence of the
+		// paragraph before it, said twice.
+		if unopenedParen(p.text) {
+			t.Errorf("README line %d: a paragraph closes a parenthesis it never opened (a merge's leftover?): %.60s", p.line, p.first)
+		}
 		last := strings.TrimRight(p.last, " ")
 		if !strings.ContainsAny(last[len(last)-1:], ".:)!?`*|") && (n+1 == len(blocks) || !blocks[n+1].code && !strings.HasPrefix(blocks[n+1].first, "- ")) {
 			t.Errorf("README paragraph at line %d stops in the middle of a sentence (a merge's leftover?): …%s", p.line, last[max(0, len(last)-60):])
 		}
 	}
+}
+
+// unopenedParen reports whether prose closes a parenthesis before opening
+// one, code spans aside.
+func unopenedParen(prose string) bool {
+	depth := 0
+	for i, part := range strings.Split(prose, "`") {
+		if i%2 == 1 {
+			continue
+		}
+		for _, c := range part {
+			switch c {
+			case '(':
+				depth++
+			case ')':
+				if depth--; depth < 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
