@@ -1123,6 +1123,11 @@ func TestIdPProfileClaimsBounded(t *testing.T) {
 		{"eve\u202enimda", "alice@corp.example", "", "alice@corp.example"},
 		{"Alice\nExample", "alice@corp.example", "", "alice@corp.example"},
 		{"Alice", strings.Repeat("a", 250) + "@corp.example", "Alice", ""},
+		// README (Users): kept only when at most 256 and 254 bytes long.
+		{strings.Repeat("é", 128), "alice@corp.example", strings.Repeat("é", 128), "alice@corp.example"},
+		{strings.Repeat("é", 128) + "a", "alice@corp.example", "", "alice@corp.example"},
+		{"Alice", strings.Repeat("a", 241) + "@corp.example", "Alice", strings.Repeat("a", 241) + "@corp.example"},
+		{"Alice", strings.Repeat("a", 242) + "@corp.example", "Alice", ""},
 		{"Alice", long + "@corp.example", "Alice", ""},
 		{"Alice", "alice@corp.example\r\nBcc: eve@evil.example", "Alice", ""},
 	} {
