@@ -597,6 +597,11 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"a user's name of a newer Unicode", func(s *stubIdP) {
 			s.claims["sub"] = "u-\U0001CCF1"
 		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+		// README (Users): a value longer than 200 bytes is refused; one
+		// of 200 signs in (below).
+		{"a user's name of 201 bytes", func(s *stubIdP) {
+			s.claims["sub"] = strings.Repeat("u", 201)
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -644,6 +649,18 @@ func TestIdPSignInAnswers(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a user's name of 200 bytes", func(t *testing.T) {
+		sub := strings.Repeat("u", 200)
+		e, stub, _ := newIdPEnv(t, nil)
+		stub.set(func(s *stubIdP) { s.claims["sub"] = sub })
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+			t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+		}
+		var u User
+		if err := e.get(bucketUsers, stubIdPName+":"+sub, &u); err != nil {
+			t.Errorf("user %s:<200 bytes> not provisioned: %v", stubIdPName, err)
+		}
+	})
 }
 
 // TestIdPAnswerLimits: every request to the provider has a 10 s timeout
