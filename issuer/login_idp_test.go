@@ -545,6 +545,14 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"ID token issued within the clock skew", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["iat"] = s.now().Add(idpClockSkew).Unix() }
 		}, http.StatusSeeOther, "", ""},
+		// README (What happens at sign-in): its iat no more than 30 s
+		// ahead of our clock.
+		{"ID token issued 30 s ahead", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["iat"] = s.now().Add(30 * time.Second).Unix() }
+		}, http.StatusSeeOther, "", ""},
+		{"ID token issued 31 s ahead", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["iat"] = s.now().Add(31 * time.Second).Unix() }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
 		{"ID token with another nonce", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["nonce"] = "not-this-sign-in" }
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
@@ -1415,6 +1423,10 @@ func TestIdPReauthentication(t *testing.T) {
 	}{
 		{"prompt=login, authenticated again", url.Values{"prompt": {"login"}}, 0, false, "login", "", http.StatusSeeOther, 0},
 		{"prompt=login, within the clock skew", url.Values{"prompt": {"login"}}, 20 * time.Second, false, "login", "", http.StatusSeeOther, 0},
+		// README (A new login): 30 s of clock skew allowed, no more.
+		{"prompt=login, 30 s before the request", url.Values{"prompt": {"login"}}, 30 * time.Second, false, "login", "", http.StatusSeeOther, 0},
+		{"prompt=login, 31 s before the request", url.Values{"prompt": {"login"}}, 31 * time.Second, false, "login", "", http.StatusForbidden, 0},
+		{"max_age, 31 s before the request", url.Values{"max_age": {"0"}}, 31 * time.Second, false, "", "0", http.StatusForbidden, 0},
 		{"prompt=login, the provider's old session", url.Values{"prompt": {"login"}}, 10 * time.Minute, false, "login", "", http.StatusForbidden, 0},
 		{"prompt=login, no auth_time", url.Values{"prompt": {"login"}}, noClaim, false, "login", "", http.StatusForbidden, 0},
 		{"max_age, authenticated within it", url.Values{"max_age": {"600"}}, 5 * time.Minute, false, "", "600", http.StatusSeeOther, 5 * time.Minute},
