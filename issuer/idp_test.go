@@ -3,10 +3,12 @@ package issuer
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestIdentityProviderConfig: load-time checks of identity_provider, with
-// errors that name the problem; a valid one gets its defaults.
+// errors that name the problem; a valid one gets its defaults, those
+// README gives (recheck 1h, scopes openid email profile).
 func TestIdentityProviderConfig(t *testing.T) {
 	valid := func() IdentityProvider {
 		return IdentityProvider{Name: "corp", Issuer: "https://idp.example.com", ClientID: "c", GroupMap: map[string][]string{"eng": {"g"}}}
@@ -56,7 +58,7 @@ func TestIdentityProviderConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := cfg.IdentityProviders[0]
-	if p.UserClaim != "sub" || p.GroupsClaim != "groups" || p.Recheck != defaultRecheck || p.DisplayName != "corp" || strings.Join(p.Scopes, " ") != "openid email profile" {
+	if p.UserClaim != "sub" || p.GroupsClaim != "groups" || p.Recheck != time.Hour || p.DisplayName != "corp" || strings.Join(p.Scopes, " ") != "openid email profile" {
 		t.Errorf("defaults = %+v", p)
 	}
 }
