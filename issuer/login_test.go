@@ -1187,7 +1187,7 @@ func TestSignInPostedTwice(t *testing.T) {
 		status int
 	}{
 		{"wrong password", time.Second, func(v url.Values) { v.Set("password", "not-the-password") }, http.StatusUnauthorized},
-		{"another CSRF token", time.Second, func(v url.Values) { v.Set(csrfField, maskCSRF("another-session-token-of-43-characters-xxxx")) }, http.StatusForbidden},
+		{"another CSRF token", time.Second, func(v url.Values) { v.Set(csrfField, maskCSRF("2IXS08Q2W8QlOyzOqnwCYAJ3LLUdJK4IGJws5hPpAUM")) }, http.StatusForbidden},
 		{"no CSRF token", time.Second, func(v url.Values) { v.Del(csrfField) }, http.StatusForbidden},
 		{"after the grace", 31 * time.Second, nil, http.StatusForbidden},
 	}
